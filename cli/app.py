@@ -1,0 +1,139 @@
+"""``mmsearch`` commands. Parse, call the library, render; MMSearchError -> one line on stderr, exit 2."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from mmsearch.config import Settings
+from mmsearch.engine import Engine, Query
+from mmsearch.errors import MMSearchError
+
+from .output import (BarProgress, emit_json, hit_json, print_hits, print_report, print_status, report_json,
+                     status_json)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cross-modal search over folders of images, text and audio.")
+
+StoreOption = typer.Option(None, "--store", help="Store folder (default: $MMSEARCH_STORE, else indexes/default).")
+JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+ModelOption = typer.Option(None, "--model", help="open_clip model ARCH:WEIGHTS (tag, checkpoint path or 'random'); "
+                                                 "default: the store's model, else ViT-B-32:laion2b_s34b_b79k.")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"mmsearch: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(command: Callable) -> Callable:
+    """Turn library errors into one line and exit status 2; never show a traceback unless MMSEARCH_DEBUG."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MMSearchError as exc:
+            fail(str(exc).replace("\n", " "))
+        except KeyboardInterrupt:
+            typer.echo("mmsearch: interrupted", err=True)
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("MMSEARCH_DEBUG"):
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (set MMSEARCH_DEBUG=1 for a traceback)", code=1)
+    return wrapper
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what mmsearch is doing.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@guarded
+def index(
+    paths: List[Path] = typer.Argument(..., help="Folders or files to index (recursively)."),
+    store: Optional[Path] = StoreOption,
+    model: Optional[str] = ModelOption,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    json: bool = JsonOption,
+) -> None:
+    """Embed every image and text file under PATHS; a re-run embeds only what changed."""
+    settings = Settings.resolve(store=store, model=model, batch_size=batch_size, workers=workers,
+                                precision=precision, device=device)
+    with Engine.open(settings, create=True) as engine:
+        report = engine.index(paths, progress=BarProgress(enabled=True))
+    if json:
+        emit_json(report_json(report))
+    else:
+        print_report(report)
+
+
+@app.command()
+@guarded
+def search(
+    text: Optional[str] = typer.Argument(None, help="Text to search for."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Search with an image file (alone or with TEXT)."),
+    kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio or all."),
+    k: Optional[int] = typer.Option(None, "-k", help="Number of hits (files), default 10."),
+    path: Optional[str] = typer.Option(None, "--path", help="Only files whose absolute path matches this glob."),
+    store: Optional[Path] = StoreOption,
+    model: Optional[str] = ModelOption,
+    json: bool = JsonOption,
+) -> None:
+    """Nearest files to a text and/or image query; scores are cosine similarities."""
+    settings = Settings.resolve(store=store, model=model)
+    with Engine.open(settings) as engine:
+        result = engine.search(Query(text=text, image=image), kind=kind, k=k if k is not None else 10,
+                               path_glob=path, strict_k=k is not None)
+    for note in result.notes:
+        typer.echo(f"mmsearch: note: {note}", err=True)
+    if json:
+        emit_json([hit_json(hit) for hit in result.hits])
+    else:
+        print_hits(result.hits)
+
+
+@app.command()
+@guarded
+def status(store: Optional[Path] = StoreOption, json: bool = JsonOption) -> None:
+    """What a store holds: files per modality, failures, model, index types, size on disk."""
+    settings = Settings.resolve(store=store)
+    with Engine.open(settings) as engine:
+        result = engine.status()
+    if json:
+        emit_json(status_json(result))
+    else:
+        print_status(result)
+
+
+@app.command()
+@guarded
+def remove(
+    paths: List[Path] = typer.Argument(..., help="Files or folders to forget (they need not exist any more)."),
+    store: Optional[Path] = StoreOption,
+    json: bool = JsonOption,
+) -> None:
+    """Remove files (or everything below folders) from the store."""
+    settings = Settings.resolve(store=store)
+    with Engine.open(settings) as engine:
+        removed = engine.remove(paths)
+    if json:
+        emit_json({"removed": removed})
+    else:
+        print(f"removed {removed} files")
+
+
+def run() -> None:
+    app(prog_name="mmsearch")

@@ -1,0 +1,107 @@
+"""Rendering library records for people (plain text) and programs (JSON), plus the progress bar."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from tqdm import tqdm
+
+from mmsearch.records import Hit, IndexReport, StoreStatus
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def failed_json(failed) -> list[dict[str, str]]:
+    return [{"path": f.path, "reason": f.reason} for f in failed]
+
+
+def report_json(report: IndexReport) -> dict[str, Any]:
+    data = asdict(report)
+    data["failed"] = failed_json(report.failed)
+    return data
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    data = {"path": hit.path, "modality": hit.modality.value, "score": hit.score, "calibrated": hit.calibrated}
+    if hit.passage is not None:
+        data["passage"] = hit.passage
+    if hit.start is not None:
+        data["start"], data["end"] = hit.start, hit.end
+    return data
+
+
+def status_json(status: StoreStatus) -> dict[str, Any]:
+    data = asdict(status)
+    data["failed"] = failed_json(status.failed)
+    extra = data.pop("extra")
+    data.update(extra)
+    return data
+
+
+def print_report(report: IndexReport) -> None:
+    print(f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+          f"unchanged {report.unchanged}, renamed {report.renamed}, failed {len(report.failed)} "
+          f"in {report.seconds:.1f} s ({report.segments_embedded} vectors embedded, {report.segments_reused} reused)")
+    if report.failed:
+        print("failed:")
+        for failure in report.failed:
+            print(f"  {failure.path}: {failure.reason}")
+
+
+def print_hits(hits: tuple[Hit, ...]) -> None:
+    if not hits:
+        print("no hits")
+        return
+    for rank, hit in enumerate(hits, 1):
+        where = ""
+        if hit.start is not None:
+            where = f"  [{hit.start:.1f}s-{hit.end:.1f}s]"
+        print(f"{rank:3d}  {hit.score:+.4f}  {hit.modality.value:<5}  {hit.path}{where}")
+        if hit.passage:
+            snippet = hit.passage if len(hit.passage) <= 110 else hit.passage[:107] + "..."
+            print(f"{'':19}{snippet}")
+
+
+def print_status(status: StoreStatus) -> None:
+    meaning = "" if status.semantic else "  (random weights: these vectors have no semantic meaning)"
+    print(f"store    {status.store}")
+    print(f"model    {status.model or '(none yet)'}{meaning}")
+    if "audio_model" in status.extra:
+        audio_meaning = "" if status.extra.get("audio_semantic") else "  (random weights: no semantic meaning)"
+        print(f"audio    {status.extra['audio_model']}{audio_meaning}")
+    print(f"dim      {status.dim}")
+    for modality, count in status.counts.items():
+        if count or status.segments.get(modality):
+            kind = status.index.get(modality, "-")
+            print(f"{modality:<8} {count} files, {status.segments[modality]} vectors, index: {kind}")
+    print(f"on disk  {status.bytes / 1e6:.1f} MB")
+    if status.failed:
+        print(f"failed   {len(status.failed)} files:")
+        for failure in status.failed:
+            print(f"  {failure.path}: {failure.reason}")
+
+
+class BarProgress:
+    """``mmsearch.progress.Progress`` drawn with tqdm on stderr (rate and ETA included)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._bar: tqdm | None = None
+
+    def start(self, total: int, description: str, unit: str) -> None:
+        if self.enabled and total:
+            self._bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                             disable=None)
+
+    def advance(self, count: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,314 @@
+"""The SQLite catalog (through SQLAlchemy 2): items, their segments, the segments' vectors, store info.
+
+Segment ids are the ids in the FAISS indexes. Vectors are kept here too (float32 blobs), in the same
+transaction as their rows, so an index can always be rebuilt without re-embedding and no commit can
+leave a row without its vector or a vector without its row.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (
+    Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    create_engine, delete, event, func, insert, select, update,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import StoreCorruptError
+from .records import FailedFile, Modality, Segment
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+store_info = Table(
+    "store_info", metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+items = Table(
+    "items", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("modality", String(8), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("content_hash", String(64)),
+    Column("state", String(8), nullable=False),  # 'indexed' | 'failed'
+    Column("error", Text),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_items_hash", "content_hash"),
+    Index("ix_items_state", "state"),
+)
+
+segments = Table(
+    "segments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("modality", String(8), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text),
+    Column("start", Float),
+    Column("end", Float),
+    Index("ix_segments_item", "item_id"),
+    Index("ix_segments_modality", "modality"),
+    sqlite_autoincrement=True,  # ids are never reused, so a stale index can never point at a new segment
+)
+
+vectors = Table(
+    "vectors", metadata,
+    Column("segment_id", Integer, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+# Numbered migrations: MIGRATIONS[n] upgrades a store from schema n to n + 1.
+MIGRATIONS: dict[int, "callable"] = {}
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    path: str
+    modality: Modality
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    state: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    id: int
+    item_id: int
+    path: str
+    modality: Modality
+    text: str | None
+    start: float | None
+    end: float | None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Catalog:
+    def __init__(self, path: Path, *, create: bool = False):
+        self.path = Path(path)
+        self.engine: Engine = create_engine(f"sqlite:///{self.path}", future=True)
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            metadata.create_all(self.engine)
+            with self.transaction() as conn:
+                if self._get(conn, "schema_version") is None:
+                    self._put(conn, "schema_version", str(SCHEMA_VERSION))
+        self._migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- store info ------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @staticmethod
+    def _get(conn: Connection, key: str) -> str | None:
+        return conn.execute(select(store_info.c.value).where(store_info.c.key == key)).scalar_one_or_none()
+
+    @staticmethod
+    def _put(conn: Connection, key: str, value: str) -> None:
+        conn.execute(delete(store_info).where(store_info.c.key == key))
+        conn.execute(insert(store_info).values(key=key, value=value))
+
+    def info(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(store_info.c.key, store_info.c.value)).all())
+
+    def set_info(self, **values: str) -> None:
+        with self.transaction() as conn:
+            for key, value in values.items():
+                self._put(conn, key, str(value))
+
+    def _migrate(self) -> None:
+        try:
+            version = int(self.info().get("schema_version", 0))
+        except Exception as exc:
+            raise StoreCorruptError(self.path.parent, f"catalog unreadable ({exc})") from exc
+        if version > SCHEMA_VERSION:
+            raise StoreCorruptError(self.path.parent, f"schema version {version} is newer than this mmsearch ({SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            with self.transaction() as conn:
+                MIGRATIONS[version](conn)
+                version += 1
+                self._put(conn, "schema_version", str(version))
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def all_items(self) -> dict[str, ItemRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(items.c.id, items.c.path, items.c.modality, items.c.size, items.c.mtime_ns,
+                                       items.c.content_hash, items.c.state, items.c.error)).all()
+        return {row.path: ItemRow(row.id, row.path, Modality(row.modality), row.size, row.mtime_ns,
+                                  row.content_hash, row.state, row.error) for row in rows}
+
+    def items_by_hash(self, hashes: Iterable[str]) -> dict[str, ItemRow]:
+        """Indexed items with these content hashes (one per hash), to reuse their vectors."""
+        hashes = list(set(hashes))
+        found: dict[str, ItemRow] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                rows = conn.execute(select(items).where(items.c.content_hash.in_(chunk), items.c.state == "indexed")).all()
+                for row in rows:
+                    found.setdefault(row.content_hash, ItemRow(row.id, row.path, Modality(row.modality), row.size,
+                                                               row.mtime_ns, row.content_hash, row.state, row.error))
+        return found
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(indexed files per modality, segments per modality)."""
+        with self.engine.connect() as conn:
+            files = dict(conn.execute(select(items.c.modality, func.count()).where(items.c.state == "indexed")
+                                      .group_by(items.c.modality)).all())
+            segs = dict(conn.execute(select(segments.c.modality, func.count()).group_by(segments.c.modality)).all())
+        return files, segs
+
+    def failures(self) -> tuple[FailedFile, ...]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(items.c.path, items.c.error).where(items.c.state == "failed")
+                                .order_by(items.c.path)).all()
+        return tuple(FailedFile(row.path, row.error or "unknown error") for row in rows)
+
+    def segment_rows(self, ids: Sequence[int]) -> dict[int, SegmentRow]:
+        ids = [int(i) for i in ids]
+        found: dict[int, SegmentRow] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = conn.execute(
+                    select(segments.c.id, segments.c.item_id, items.c.path, segments.c.modality,
+                           segments.c.text, segments.c.start, segments.c.end)
+                    .join(items, items.c.id == segments.c.item_id)
+                    .where(segments.c.id.in_(chunk))).all()
+                for row in rows:
+                    found[row.id] = SegmentRow(row.id, row.item_id, row.path, Modality(row.modality),
+                                               row.text, row.start, row.end)
+        return found
+
+    def segment_ids(self, modality: Modality, path_glob: str | None = None) -> np.ndarray:
+        """Ids of the segments of a modality, optionally only those whose file path matches a glob
+        (SQLite GLOB: ``*``, ``?``, ``[...]``, case-sensitive), answered from the catalog's indexes."""
+        query = select(segments.c.id).where(segments.c.modality == modality.value)
+        if path_glob is not None:
+            query = query.join(items, items.c.id == segments.c.item_id).where(items.c.path.op("GLOB")(path_glob))
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.execute(query).scalars(), dtype=np.int64)
+
+    def iter_vectors(self, modality: Modality, dim: int, chunk: int = 20_000,
+                     ids: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stored vectors of a modality as (ids, vectors) chunks, in id order."""
+        last = -1
+        with self.engine.connect() as conn:
+            while True:
+                query = (select(vectors.c.segment_id, vectors.c.vector)
+                         .join(segments, segments.c.id == vectors.c.segment_id)
+                         .where(segments.c.modality == modality.value, vectors.c.segment_id > last)
+                         .order_by(vectors.c.segment_id).limit(chunk))
+                rows = conn.execute(query).all()
+                if not rows:
+                    return
+                seg_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+                matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+                last = int(seg_ids[-1])
+                yield seg_ids, matrix
+
+    def vectors_for(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        ids = [int(i) for i in ids]
+        found: dict[int, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(select(vectors.c.segment_id, vectors.c.vector)
+                                    .where(vectors.c.segment_id.in_(ids[start:start + 500]))).all()
+                for seg_id, blob in rows:
+                    found[seg_id] = np.frombuffer(blob, dtype=np.float32, count=dim)
+        return found
+
+    def item_segment_ids(self, conn: Connection, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
+        by_modality: dict[Modality, list[int]] = {}
+        for start in range(0, len(item_ids), 500):
+            rows = conn.execute(select(segments.c.id, segments.c.modality)
+                                .where(segments.c.item_id.in_(list(item_ids[start:start + 500])))).all()
+            for seg_id, modality in rows:
+                by_modality.setdefault(Modality(modality), []).append(seg_id)
+        return by_modality
+
+    # -- writing (each call takes the caller's transaction) ----------------------------------------------
+    def put_item(self, conn: Connection, *, path: str, modality: Modality, size: int, mtime_ns: int,
+                 content_hash: str | None, state: str, error: str | None = None) -> int:
+        """Insert or replace the item row for ``path`` (keeping its id); returns the id."""
+        values = dict(modality=modality.value, size=size, mtime_ns=mtime_ns, content_hash=content_hash,
+                      state=state, error=error, updated_at=time.time())
+        existing = conn.execute(select(items.c.id).where(items.c.path == path)).scalar_one_or_none()
+        if existing is None:
+            return int(conn.execute(insert(items).values(path=path, **values)).inserted_primary_key[0])
+        conn.execute(update(items).where(items.c.id == existing).values(**values))
+        return int(existing)
+
+    def drop_segments(self, conn: Connection, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
+        """Delete the segments (and vectors) of these items; returns the removed segment ids per modality."""
+        removed = self.item_segment_ids(conn, item_ids)
+        for start in range(0, len(item_ids), 500):
+            chunk = list(item_ids[start:start + 500])
+            conn.execute(delete(vectors).where(vectors.c.segment_id.in_(
+                select(segments.c.id).where(segments.c.item_id.in_(chunk)))))
+            conn.execute(delete(segments).where(segments.c.item_id.in_(chunk)))
+        return removed
+
+    def add_segments(self, conn: Connection, item_id: int, modality: Modality, parts: Sequence[Segment],
+                     matrix: np.ndarray) -> list[int]:
+        """Insert segments with their vectors; returns their new ids in order."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        ids = []
+        for part, vector in zip(parts, matrix):
+            seg_id = conn.execute(insert(segments).values(
+                item_id=item_id, modality=modality.value, ordinal=part.ordinal, text=part.text,
+                start=part.start, end=part.end)).inserted_primary_key[0]
+            ids.append(int(seg_id))
+        if ids:
+            conn.execute(insert(vectors), [{"segment_id": i, "vector": v.tobytes()} for i, v in zip(ids, matrix)])
+        return ids
+
+    def copy_segments(self, conn: Connection, source_item: int, target_item: int) -> tuple[Modality | None, list[int], np.ndarray]:
+        """Give ``target_item`` copies of ``source_item``'s segments and vectors (same content, new file)."""
+        rows = conn.execute(select(segments, vectors.c.vector).join(vectors, vectors.c.segment_id == segments.c.id)
+                            .where(segments.c.item_id == source_item).order_by(segments.c.ordinal)).all()
+        if not rows:
+            return None, [], np.empty((0, 0), np.float32)
+        modality = Modality(rows[0].modality)
+        parts = [Segment(row.ordinal, row.text, row.start, row.end) for row in rows]
+        matrix = np.vstack([np.frombuffer(row.vector, dtype=np.float32) for row in rows])
+        return modality, self.add_segments(conn, target_item, modality, parts, matrix), matrix
+
+    def move_item(self, conn: Connection, item_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        conn.execute(update(items).where(items.c.id == item_id)
+                     .values(path=new_path, size=size, mtime_ns=mtime_ns, updated_at=time.time()))
+
+    def touch_item(self, conn: Connection, item_id: int, size: int, mtime_ns: int) -> None:
+        conn.execute(update(items).where(items.c.id == item_id).values(size=size, mtime_ns=mtime_ns))
+
+    def delete_items(self, conn: Connection, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
+        removed = self.drop_segments(conn, item_ids)
+        for start in range(0, len(item_ids), 500):
+            conn.execute(delete(items).where(items.c.id.in_(list(item_ids[start:start + 500]))))
+        return removed

@@ -1,0 +1,68 @@
+"""Settings, resolved once: explicit argument (CLI option) > MMSEARCH_* environment variable > default."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def default_store_dir() -> Path:
+    """`indexes/default` beside the package when run from a checkout, else a per-user data folder."""
+    checkout_indexes = Path(__file__).resolve().parent.parent / "indexes"
+    if checkout_indexes.is_dir() and os.access(checkout_indexes, os.W_OK):
+        return checkout_indexes / "default"
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "mmsearch" / "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: Path
+    model: str | None = None
+    """None: use the store's own model (or DEFAULT_MODEL for a new store)."""
+    audio_model: str | None = None
+    batch_size: int = 32
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int | None = None
+    """Decoding threads; None picks from the CPU count."""
+
+    @classmethod
+    def resolve(cls, **given: object) -> "Settings":
+        """Build settings from explicit values (None = not given), then MMSEARCH_* variables, then defaults."""
+        env = os.environ
+        def pick(name: str, default: object = None) -> object:
+            value = given.get(name)
+            if value is not None:
+                return value
+            return env.get(f"MMSEARCH_{name.upper()}", default)
+
+        store = pick("store")
+        settings = cls(
+            store=Path(store).expanduser() if store else default_store_dir(),
+            model=pick("model"),
+            audio_model=pick("audio_model"),
+            batch_size=int(pick("batch_size", 32)),
+            precision=str(pick("precision", "auto")),
+            device=str(pick("device", "auto")),
+            workers=int(w) if (w := pick("workers")) is not None else None,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        from .errors import UsageError
+
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {self.workers}")
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)

@@ -1,0 +1,49 @@
+"""Where and in what precision models run: GPU with fp16 autocast when torch sees one, else the CPU
+(bf16 autocast on CPUs with native bf16 arithmetic, float32 otherwise)."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str
+    """'cpu' or 'cuda'."""
+    precision: str
+    """'fp32', 'bf16' or 'fp16' (the autocast dtype)."""
+
+    def autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device, dtype=dtype)
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA GPU on this machine")
+    if precision == "auto":
+        precision = "fp16" if device == "cuda" else ("bf16" if cpu_has_native_bf16() else "fp32")
+    return Runtime(device, precision)

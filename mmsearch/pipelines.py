@@ -1,0 +1,62 @@
+"""Per-modality decode (runs in worker threads) and encode (runs on the model) steps used by the indexer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from .decoding.images import load_image
+from .decoding.text import load_passages
+from .records import Modality, Segment
+
+
+class Pipeline(Protocol):
+    modality: Modality
+    role: str
+    """The model space the vectors live in: 'clip' or 'clap'."""
+    dim: int
+
+    def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
+        """(segment, model input) pairs for a file; may be lazy. Raises DecodeError."""
+
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Model inputs -> (N, dim) float32 unit vectors."""
+
+
+@dataclass
+class ImagePipeline:
+    encoder: Any
+    modality: Modality = Modality.IMAGE
+    role: str = "clip"
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.identity.dim
+
+    def decode(self, path: Path) -> list[tuple[Segment, Any]]:
+        image = load_image(path, target_size=self.encoder.image_size)
+        return [(Segment(0), self.encoder.preprocess(image))]
+
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        return self.encoder.encode_images(torch.stack(list(inputs)))
+
+
+@dataclass
+class TextPipeline:
+    encoder: Any
+    modality: Modality = Modality.TEXT
+    role: str = "clip"
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.identity.dim
+
+    def decode(self, path: Path) -> list[tuple[Segment, Any]]:
+        return [(passage, passage.text) for passage in load_passages(path)]
+
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        return self.encoder.encode_texts(list(inputs)).vectors

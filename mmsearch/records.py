@@ -1,0 +1,91 @@
+"""Frozen records that cross module boundaries."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Modality(str, enum.Enum):
+    IMAGE = "image"
+    TEXT = "text"
+    AUDIO = "audio"
+
+    def __str__(self) -> str:  # so f-strings and JSON show "image", not "Modality.IMAGE"
+        return self.value
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """A file found on disk that mmsearch knows how to index."""
+
+    path: Path
+    modality: Modality
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The part of a file that one vector stands for: a whole image, a text passage, an audio window."""
+
+    ordinal: int
+    text: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    failed: tuple[FailedFile, ...]
+    seconds: float
+    renamed: int = 0
+    segments_embedded: int = 0
+    segments_reused: int = 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    modality: Modality
+    score: float
+    """Cosine similarity between the query and the best-matching segment of the file."""
+    calibrated: float
+    """Score made comparable across indexes and spaces (see searcher.calibrate); used to rank --kind all."""
+    item_id: int
+    segment_id: int
+    passage: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: tuple[Hit, ...]
+    notes: tuple[str, ...] = ()
+    """Things the user should know about how the query was read (e.g. text truncated to the model's context)."""
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    store: str
+    model: str
+    semantic: bool
+    dim: int
+    counts: dict[str, int]
+    segments: dict[str, int]
+    failed: tuple[FailedFile, ...]
+    index: dict[str, str]
+    bytes: int
+    schema_version: int
+    extra: dict[str, object] = field(default_factory=dict)

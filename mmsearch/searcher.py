@@ -1,0 +1,138 @@
+"""Queries of any modality -> ranked hits, one per file, with cosine scores.
+
+Each target modality has its own index in its model's space (images and text passages: CLIP;
+audio windows: CLAP). A query is embedded into every space it can reach, each index is searched, hits
+are grouped per file (the best segment stands for its file), and when several indexes are searched
+(``kind='all'``) their hits are merged by a calibrated score: the hit's cosine as a z-score against the
+same query's cosines to a fixed random sample of that index's vectors. Raw cosines are not comparable
+across indexes (text-to-text cosines run far higher than text-to-image ones); z-scores are.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UsageError
+from .records import Hit, Modality, SearchResult
+from .store import SPACE_OF, Store
+
+log = logging.getLogger(__name__)
+
+KINDS = ("all", "image", "text", "audio")
+CALIBRATION_SAMPLE = 1024
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    """The query embedded in each model space it reaches (unit vectors), and notes on how it was read."""
+
+    by_space: dict[str, np.ndarray]
+    notes: tuple[str, ...] = ()
+
+
+def check_glob(pattern: str) -> str:
+    """Validate a --path glob and anchor relative patterns so they match anywhere below a folder."""
+    if not pattern.strip():
+        raise UsageError("--path: empty glob")
+    depth = 0
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "[":
+            close = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("]", "!", "^") else i + 1)
+            if close < 0:
+                raise UsageError(f"--path {pattern!r}: unclosed '[' in glob")
+            i = close
+        elif ch == "]" and depth == 0 and "[" not in pattern[:i]:
+            raise UsageError(f"--path {pattern!r}: ']' without '[' in glob")
+        i += 1
+    if not pattern.startswith(("/", "*")):
+        pattern = "*/" + pattern
+    return pattern
+
+
+class Searcher:
+    def __init__(self, store: Store):
+        self.store = store
+        self._samples: dict[Modality, np.ndarray] = {}
+
+    def search(self, query: QueryVectors, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
+               strict_k: bool = False) -> SearchResult:
+        if kind not in KINDS:
+            raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if k < 1:
+            raise UsageError(f"-k must be at least 1, not {k}")
+        glob = check_glob(path_glob) if path_glob is not None else None
+        files, _ = self.store.catalog.counts()
+        targets = [m for m in Modality if kind in ("all", m.value)]
+        notes = list(query.notes)
+        reachable = [m for m in targets if SPACE_OF[m] in query.by_space and files.get(m.value)]
+        if kind != "all" and not files.get(kind):
+            raise UsageError(f"this store holds no {kind} files")
+        if not reachable:
+            raise UsageError(f"this query cannot reach {'any indexed kind' if kind == 'all' else kind} files "
+                             f"(no model bridges its space to theirs; see `mmsearch align`)")
+        available = sum(files.get(m.value, 0) for m in reachable)
+        if k > available:
+            if strict_k:
+                raise UsageError(f"-k {k} is more than the {available} files this store holds for --kind {kind}")
+            notes.append(f"only {available} file{'s' if available != 1 else ''} to search")
+        hits: list[Hit] = []
+        for modality in reachable:
+            hits.extend(self._search_one(modality, query.by_space[SPACE_OF[modality]], k, glob))
+        hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
+        return SearchResult(tuple(hits[:k]), tuple(notes))
+
+    def _search_one(self, modality: Modality, vector: np.ndarray, k: int, glob: str | None) -> list[Hit]:
+        index = self.store.index(modality)
+        if index is None or not len(index):
+            return []
+        allowed = self.store.catalog.segment_ids(modality, glob) if glob is not None else None
+        if allowed is not None and not len(allowed):
+            return []
+        pool = len(allowed) if allowed is not None else len(index)
+        depth = min(pool, k if modality == Modality.IMAGE else k * 4)
+        query = vector.reshape(1, -1).astype(np.float32)
+        while True:
+            found = index.search(query, depth, allowed_ids=allowed)
+            pairs = [(float(s), int(i)) for s, i in zip(found.scores[0], found.ids[0]) if i >= 0]
+            rows = self.store.catalog.segment_rows([i for _, i in pairs])
+            best: dict[int, tuple[float, int]] = {}
+            for score, seg_id in pairs:
+                row = rows.get(seg_id)
+                if row is not None and row.item_id not in best:
+                    best[row.item_id] = (score, seg_id)
+            if len(best) >= k or depth >= pool:
+                break
+            depth = min(pool, depth * 4)
+        mean, std = self._calibration(modality, vector)
+        hits = []
+        for item_id, (score, seg_id) in sorted(best.items(), key=lambda kv: -kv[1][0])[:k]:
+            row = rows[seg_id]
+            hits.append(Hit(path=row.path, modality=modality, score=round(score, 6),
+                            calibrated=round((score - mean) / std, 4), item_id=item_id, segment_id=seg_id,
+                            passage=row.text if modality == Modality.TEXT else None,
+                            start=row.start, end=row.end))
+        return hits
+
+    def _calibration(self, modality: Modality, vector: np.ndarray) -> tuple[float, float]:
+        sample = self._samples.get(modality)
+        if sample is None:
+            sample = self._load_sample(modality)
+            self._samples[modality] = sample
+        if len(sample) < 2:
+            return 0.0, 1.0
+        scores = sample @ vector.astype(np.float32)
+        return float(scores.mean()), float(max(scores.std(), 1e-6))
+
+    def _load_sample(self, modality: Modality) -> np.ndarray:
+        ids = self.store.catalog.segment_ids(modality)
+        dim = self.store.dim(modality)
+        if not len(ids) or dim is None:
+            return np.empty((0, 1), np.float32)
+        rng = np.random.default_rng(0)
+        chosen = rng.choice(ids, size=min(CALIBRATION_SAMPLE, len(ids)), replace=False)
+        found = self.store.catalog.vectors_for(sorted(chosen.tolist()), dim)
+        return np.vstack(list(found.values())) if found else np.empty((0, dim), np.float32)
