@@ -11,7 +11,8 @@ from typing import Callable, List, Optional
 import typer
 
 from mmsearch.config import Settings
-from mmsearch.engine import Engine, Query
+from mmsearch.engine import Engine
+from mmsearch.queries import Query
 from mmsearch.errors import MMSearchError
 
 from .output import (BarProgress, emit_json, hit_json, print_hits, print_report, print_status, report_json,
@@ -24,6 +25,9 @@ StoreOption = typer.Option(None, "--store", help="Store folder (default: $MMSEAR
 JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 ModelOption = typer.Option(None, "--model", help="open_clip model ARCH:WEIGHTS (tag, checkpoint path or 'random'); "
                                                  "default: the store's model, else ViT-B-32:laion2b_s34b_b79k.")
+AudioModelOption = typer.Option(None, "--audio-model", help="CLAP model ARCH:WEIGHTS (OWNER/NAME:hub, ARCH:/saved/dir or "
+                                                            "ARCH:random; 'none' skips audio); default: the store's, "
+                                                            "else laion/clap-htsat-unfused:hub.")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -63,15 +67,16 @@ def index(
     paths: List[Path] = typer.Argument(..., help="Folders or files to index (recursively)."),
     store: Optional[Path] = StoreOption,
     model: Optional[str] = ModelOption,
+    audio_model: Optional[str] = AudioModelOption,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     json: bool = JsonOption,
 ) -> None:
-    """Embed every image and text file under PATHS; a re-run embeds only what changed."""
-    settings = Settings.resolve(store=store, model=model, batch_size=batch_size, workers=workers,
-                                precision=precision, device=device)
+    """Embed every image, text and audio file under PATHS; a re-run embeds only what changed."""
+    settings = Settings.resolve(store=store, model=model, audio_model=audio_model, batch_size=batch_size,
+                                workers=workers, precision=precision, device=device)
     with Engine.open(settings, create=True) as engine:
         report = engine.index(paths, progress=BarProgress(enabled=True))
     if json:
@@ -85,17 +90,20 @@ def index(
 def search(
     text: Optional[str] = typer.Argument(None, help="Text to search for."),
     image: Optional[Path] = typer.Option(None, "--image", help="Search with an image file (alone or with TEXT)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Search with an audio file (its first minute)."),
     kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio or all."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of hits (files), default 10."),
     path: Optional[str] = typer.Option(None, "--path", help="Only files whose absolute path matches this glob."),
     store: Optional[Path] = StoreOption,
     model: Optional[str] = ModelOption,
+    audio_model: Optional[str] = AudioModelOption,
     json: bool = JsonOption,
 ) -> None:
-    """Nearest files to a text and/or image query; scores are cosine similarities."""
-    settings = Settings.resolve(store=store, model=model)
+    """Nearest files to a text, image and/or audio query. Scores are cosine similarities in the space
+    searched; --kind all ranks hits from different indexes by a calibrated score (see README)."""
+    settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
     with Engine.open(settings) as engine:
-        result = engine.search(Query(text=text, image=image), kind=kind, k=k if k is not None else 10,
+        result = engine.search(Query(text=text, image=image, audio=audio), kind=kind, k=k if k is not None else 10,
                                path_glob=path, strict_k=k is not None)
     for note in result.notes:
         typer.echo(f"mmsearch: note: {note}", err=True)
@@ -133,6 +141,33 @@ def remove(
         emit_json({"removed": removed})
     else:
         print(f"removed {removed} files")
+
+
+@app.command()
+@guarded
+def align(
+    captions: Optional[Path] = typer.Option(None, "--captions", help="Sentences to fit on, one per line "
+                                                                      "(default: the ~3,300 shipped with mmsearch)."),
+    store: Optional[Path] = StoreOption,
+    model: Optional[str] = ModelOption,
+    audio_model: Optional[str] = AudioModelOption,
+    json: bool = JsonOption,
+) -> None:
+    """Fit the linear map between the audio model's space and the image model's space, through text."""
+    from mmsearch.alignment import describe_fit, read_captions
+
+    settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
+    sentences = read_captions(captions) if captions is not None else None
+    with Engine.open(settings, create=True) as engine:
+        engine.store.acquire_writer()
+        bridge = engine.align(sentences)
+    summary = {"audio_to_clip": describe_fit(bridge.forward.fit), "clip_to_audio": describe_fit(bridge.reverse.fit)}
+    if json:
+        emit_json(summary)
+    else:
+        for direction, fit in summary.items():
+            print(f"{direction}: {fit['method']} (lambda {fit['ridge_lambda']}), held-out R@1 {fit['heldout_r_at_1']:.3f}, "
+                  f"mean cosine {fit['heldout_mean_cosine']:.3f}, {fit['sentences']} sentences")
 
 
 def run() -> None:

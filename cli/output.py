@@ -73,6 +73,13 @@ def print_status(status: StoreStatus) -> None:
     if "audio_model" in status.extra:
         audio_meaning = "" if status.extra.get("audio_semantic") else "  (random weights: no semantic meaning)"
         print(f"audio    {status.extra['audio_model']}{audio_meaning}")
+        bridge = status.extra.get("bridge")
+        if isinstance(bridge, dict):
+            fit = bridge["audio_to_clip"]
+            print(f"bridge   audio->image space: {fit['method']}, held-out R@1 {fit['heldout_r_at_1']:.3f} "
+                  f"on {fit['sentences']} sentences")
+        elif bridge:
+            print(f"bridge   {bridge}")
     print(f"dim      {status.dim}")
     for modality, count in status.counts.items():
         if count or status.segments.get(modality):

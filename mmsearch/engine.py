@@ -3,46 +3,59 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_MODEL, Settings
-from .decoding.images import load_image
+from .alignment import BRIDGE_NAME, fit_bridge
+from .bridge import SpaceMap
+from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
 from .discovery import normalise_root
 from .encoders.specs import fingerprint, parse_spec
-from .errors import DecodeError, ModelMismatchError, PathNotFoundError, QueryError, UsageError
+from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
 from .indexer import Indexer
-from .pipelines import ImagePipeline, TextPipeline
+from .pipelines import AudioPipeline, ImagePipeline, TextPipeline
 from .progress import Progress
+from .queries import Query, embed_query
 from .records import IndexReport, Modality, SearchResult, StoreStatus
-from .searcher import QueryVectors, Searcher
+from .searcher import Searcher
 from .store import Store
 
 log = logging.getLogger(__name__)
 
+NO_AUDIO = "none"
+"""``--audio-model none``: leave audio files out."""
 
-@dataclass(frozen=True)
-class Query:
-    text: str | None = None
-    image: Path | None = None
-    audio: Path | None = None
+__all__ = ["Engine", "Query"]
+
+
+class LazyEncoder:
+    """Loads the model on first attribute access, so a run that meets no audio never loads CLAP."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load = load
+        self._encoder = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._encoder is None:
+            self._encoder = self._load()
+        return getattr(self._encoder, name)
 
 
 class Engine:
     """One store and the models that serve it, loaded on first use."""
 
-    def __init__(self, settings: Settings, store: Store, *, clip=None):
+    def __init__(self, settings: Settings, store: Store, *, clip=None, clap=None):
         self.settings = settings
         self.store = store
         self._clip = clip
+        self._clap = clap
         self._searcher: Searcher | None = None
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = False, clip=None) -> "Engine":
-        return cls(settings, Store.open(settings.store, create=create), clip=clip)
+    def open(cls, settings: Settings, *, create: bool = False, clip=None, clap=None) -> "Engine":
+        return cls(settings, Store.open(settings.store, create=create), clip=clip, clap=clap)
 
     def close(self) -> None:
         self.store.close()
@@ -54,16 +67,25 @@ class Engine:
         self.close()
 
     # -- models ----------------------------------------------------------------------------------------
-    def clip_spec(self) -> str:
-        recorded = self.store.model_for("clip")
-        requested = self.settings.model
+    def _spec(self, role: str, requested: str | None, default: str, option: str) -> str:
+        """The model spec for ``role``: as requested, else the store's, else the default; refuses a mismatch."""
+        recorded = self.store.model_for(role)
         if requested is None:
-            return recorded["spec"] if recorded else DEFAULT_MODEL
+            return recorded["spec"] if recorded else default
         if recorded is not None:
             spec = parse_spec(requested, default_weights="random" if requested.startswith("test-tiny") else None)
             if fingerprint(spec) != recorded["fingerprint"]:
-                raise ModelMismatchError(self.store.path, recorded["spec"], requested)
+                raise ModelMismatchError(self.store.path, recorded["spec"], requested,
+                                         role="model" if option == "model" else "audio model")
         return requested
+
+    def clip_spec(self) -> str:
+        return self._spec("clip", self.settings.model, DEFAULT_MODEL, "model")
+
+    def clap_spec(self) -> str | None:
+        if self.settings.audio_model == NO_AUDIO:
+            return None
+        return self._spec("clap", self.settings.audio_model, DEFAULT_AUDIO_MODEL, "audio-model")
 
     @property
     def clip(self):
@@ -73,58 +95,87 @@ class Engine:
             self._clip = load_clip(self.clip_spec(), device=self.settings.device, precision=self.settings.precision)
         return self._clip
 
+    @property
+    def clap(self):
+        if self._clap is None:
+            spec = self.clap_spec()
+            if spec is None:
+                raise UsageError("audio is switched off (--audio-model none)")
+            from .encoders.clap import load_audio_encoder
+
+            self._clap = load_audio_encoder(spec, device=self.settings.device)
+        return self._clap
+
+    def bridge(self) -> SpaceMap | None:
+        """The store's CLAP -> CLIP map, if fitted for the store's two models."""
+        path = self.store.path / BRIDGE_NAME
+        clip, clap = self.store.model_for("clip"), self.store.model_for("clap")
+        if not path.is_file() or clip is None or clap is None:
+            return None
+        return SpaceMap.load(path, source_fingerprint=clap["fingerprint"], target_fingerprint=clip["fingerprint"])
+
     # -- jobs ------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[Path | str], *, progress: Progress | None = None) -> IndexReport:
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
         self.clip_spec()
-        pipelines = [ImagePipeline(self.clip), TextPipeline(self.clip)]
+        clip = LazyEncoder(lambda: self.clip)
+        pipelines = [ImagePipeline(clip), TextPipeline(clip)]
+        if self.clap_spec() is not None:
+            pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap)))
         indexer = Indexer(self.store, pipelines, batch_size=self.settings.batch_size,
                           workers=self.settings.workers, progress=progress)
         try:
-            return indexer.run(paths)
+            report = indexer.run(paths)
+            self._ensure_bridge()
+            return report
         finally:
             self.store.release_writer()
 
-    def embed_query(self, query: Query) -> QueryVectors:
-        if query.text is None and query.image is None and query.audio is None:
-            raise UsageError("nothing to search for: give a text, --image FILE or --audio FILE")
-        if query.text is not None and not query.text.strip():
-            raise UsageError("empty text query")
-        notes: list[str] = []
-        clip_parts: list[np.ndarray] = []
-        if query.text is not None:
-            encoded = self.clip.encode_texts([query.text])
-            if encoded.truncated[0]:
-                notes.append(f"query text truncated to the model's {self.clip.context_length}-token context")
-            clip_parts.append(encoded.vectors[0])
-        if query.image is not None:
-            clip_parts.append(self._image_query_vector(Path(query.image)))
-        if query.audio is not None:
-            raise UsageError("audio queries need an audio model (see `mmsearch search --help`)")
-        combined = np.mean(clip_parts, axis=0)
-        combined /= max(float(np.linalg.norm(combined)), 1e-12)
-        return QueryVectors({"clip": combined.astype(np.float32)}, tuple(notes))
-
-    def _image_query_vector(self, path: Path) -> np.ndarray:
-        if not path.is_file():
-            raise PathNotFoundError(path)
+    def _ensure_bridge(self) -> None:
+        """Audio and images/text in one store need the bridge: fit it on the shipped sentences if missing."""
+        if self.store.model_for("clip") is None or self.store.model_for("clap") is None:
+            return
         try:
-            image = load_image(path, target_size=self.clip.image_size)
-        except DecodeError as exc:
-            raise QueryError(f"{path}: --image is {exc.reason}") from exc
-        import torch
+            if self.bridge() is not None:
+                return
+        except MMSearchError as exc:
+            log.info("refitting the bridge: %s", exc)
+        self.align()
 
-        return self.clip.encode_images(torch.stack([self.clip.preprocess(image)]))[0]
+    def align(self, sentences: Sequence[str] | None = None) -> SpaceMap:
+        """Fit (or refit) the CLAP <-> CLIP bridge and save it in the store."""
+        if self.store.model_for("clip") is None:
+            self.store.bind_model("clip", self.clip.identity)
+        if self.store.model_for("clap") is None:
+            self.store.bind_model("clap", self.clap.identity)
+        bridge = fit_bridge(self.clap, self.clip, sentences)
+        bridge.save(self.store.path / BRIDGE_NAME)
+        return bridge
 
     def search(self, query: Query, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
                strict_k: bool = False) -> SearchResult:
-        if self.store.model_for("clip") is None:
+        if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
-        vectors = self.embed_query(query)
+        files, _ = self.store.catalog.counts()
+        wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image
+        wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio
+        notes: list[str] = []
+        clip = self.clip if wants_clip else None
+        clap = None
+        if wants_clap:
+            try:
+                clap = self.clap
+            except (ModelLoadError, UsageError) as exc:
+                if kind == "audio" or query.audio is not None:
+                    raise
+                notes.append(f"audio files not searched: {exc}")
+        bridge = self.bridge() if clip is not None and clap is not None else None
+        vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
         if self._searcher is None:
             self._searcher = Searcher(self.store)
-        return self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
+        result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
+        return SearchResult(result.hits, tuple(notes) + result.notes)
 
     def remove(self, paths: Sequence[Path | str]) -> int:
         """Forget the files at or below ``paths`` (which need not exist any more); returns how many."""
@@ -157,10 +208,21 @@ class Engine:
             index = self.store.index(modality) if segments.get(modality.value) else None
             if index is not None:
                 index_types[modality.value] = index.describe()
-        extra = {}
+        extra: dict[str, object] = {}
         if "clap.spec" in info:
             extra["audio_model"] = info["clap.spec"]
             extra["audio_semantic"] = info.get("clap.semantic") == "1"
+            extra["audio_dim"] = int(info.get("clap.dim", 0))
+            try:
+                bridge = self.bridge()
+            except MMSearchError as exc:
+                extra["bridge"] = f"unusable: {exc}"
+            else:
+                if bridge is not None:
+                    from .alignment import describe_fit
+
+                    extra["bridge"] = {"audio_to_clip": describe_fit(bridge.forward.fit),
+                                       "clip_to_audio": describe_fit(bridge.reverse.fit)}
         return StoreStatus(
             store=str(self.store.path), model=info.get("clip.spec", ""), semantic=info.get("clip.semantic") == "1",
             dim=int(info.get("clip.dim", 0)), counts={m.value: files.get(m.value, 0) for m in Modality},

@@ -117,10 +117,11 @@ class Indexer:
         started = time.perf_counter()
         roots = [normalise_root(r) for r in roots]
         self.store.acquire_writer()
-        for pipeline in self.pipelines.values():
-            self.store.bind_model(pipeline.role, pipeline.encoder.identity)
         known = self.store.catalog.all_items()
         found = [m for m in discover(roots, exclude=[self.store.path]) if m.modality in self.pipelines]
+        for modality in sorted({m.modality for m in found}, key=lambda m: m.value):
+            pipeline = self.pipelines[modality]  # loads that modality's model (and refuses a mismatch) only when needed
+            self.store.bind_model(pipeline.role, pipeline.encoder.identity)
 
         unchanged, changed, seen = 0, [], set()
         for media in found:

@@ -60,3 +60,32 @@ class TextPipeline:
 
     def encode(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.encoder.encode_texts(list(inputs)).vectors
+
+
+EAGER_AUDIO_SECONDS = 120.0
+"""Audio files up to this long are decoded whole in a worker thread; longer ones stream window by window."""
+
+
+@dataclass
+class AudioPipeline:
+    encoder: Any
+    modality: Modality = Modality.AUDIO
+    role: str = "clap"
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.identity.dim
+
+    def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
+        from .decoding.audio import iter_audio_windows, probe_audio
+
+        info = probe_audio(path)
+        windows = (
+            (Segment(ordinal, start=round(w.start, 3), end=round(w.end, 3)), w.samples)
+            for ordinal, w in enumerate(iter_audio_windows(path, sample_rate=self.encoder.sample_rate,
+                                                           window_seconds=self.encoder.window_seconds))
+        )
+        return list(windows) if info.duration <= EAGER_AUDIO_SECONDS else windows
+
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        return self.encoder.encode_audio(list(inputs))

@@ -29,6 +29,7 @@ class QueryVectors:
     """The query embedded in each model space it reaches (unit vectors), and notes on how it was read."""
 
     by_space: dict[str, np.ndarray]
+    """Space name -> (n, dim) unit query rows (usually one row; an audio query has one per window)."""
     notes: tuple[str, ...] = ()
 
 
@@ -85,47 +86,51 @@ class Searcher:
         hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
         return SearchResult(tuple(hits[:k]), tuple(notes))
 
-    def _search_one(self, modality: Modality, vector: np.ndarray, k: int, glob: str | None) -> list[Hit]:
+    def _search_one(self, modality: Modality, queries: np.ndarray, k: int, glob: str | None) -> list[Hit]:
+        """Search one index with one or more query rows (an audio query has one per window); a file's
+        score is its best segment's score against any row."""
         index = self.store.index(modality)
         if index is None or not len(index):
             return []
         allowed = self.store.catalog.segment_ids(modality, glob) if glob is not None else None
         if allowed is not None and not len(allowed):
             return []
+        queries = np.atleast_2d(queries).astype(np.float32)
         pool = len(allowed) if allowed is not None else len(index)
-        depth = min(pool, k if modality == Modality.IMAGE else k * 4)
-        query = vector.reshape(1, -1).astype(np.float32)
+        depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
-            found = index.search(query, depth, allowed_ids=allowed)
-            pairs = [(float(s), int(i)) for s, i in zip(found.scores[0], found.ids[0]) if i >= 0]
-            rows = self.store.catalog.segment_rows([i for _, i in pairs])
-            best: dict[int, tuple[float, int]] = {}
-            for score, seg_id in pairs:
-                row = rows.get(seg_id)
-                if row is not None and row.item_id not in best:
-                    best[row.item_id] = (score, seg_id)
+            found = index.search(queries, depth, allowed_ids=allowed)
+            pairs = sorted(((float(s), int(i), row) for row in range(len(queries))
+                            for s, i in zip(found.scores[row], found.ids[row]) if i >= 0), reverse=True)
+            segments = self.store.catalog.segment_rows([i for _, i, _ in pairs])
+            best: dict[int, tuple[float, int, int]] = {}
+            for score, seg_id, row in pairs:
+                segment = segments.get(seg_id)
+                if segment is not None and segment.item_id not in best:
+                    best[segment.item_id] = (score, seg_id, row)
             if len(best) >= k or depth >= pool:
                 break
             depth = min(pool, depth * 4)
-        mean, std = self._calibration(modality, vector)
+        means, stds = self._calibration(modality, queries)
         hits = []
-        for item_id, (score, seg_id) in sorted(best.items(), key=lambda kv: -kv[1][0])[:k]:
-            row = rows[seg_id]
-            hits.append(Hit(path=row.path, modality=modality, score=round(score, 6),
-                            calibrated=round((score - mean) / std, 4), item_id=item_id, segment_id=seg_id,
-                            passage=row.text if modality == Modality.TEXT else None,
-                            start=row.start, end=row.end))
+        for item_id, (score, seg_id, row) in sorted(best.items(), key=lambda kv: -kv[1][0])[:k]:
+            segment = segments[seg_id]
+            hits.append(Hit(path=segment.path, modality=modality, score=round(score, 6),
+                            calibrated=round(float((score - means[row]) / stds[row]), 4), item_id=item_id, segment_id=seg_id,
+                            passage=segment.text if modality == Modality.TEXT else None,
+                            start=segment.start, end=segment.end))
         return hits
 
-    def _calibration(self, modality: Modality, vector: np.ndarray) -> tuple[float, float]:
+    def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query row: mean and spread of its cosines to a fixed random sample of the index's vectors."""
         sample = self._samples.get(modality)
         if sample is None:
             sample = self._load_sample(modality)
             self._samples[modality] = sample
         if len(sample) < 2:
-            return 0.0, 1.0
-        scores = sample @ vector.astype(np.float32)
-        return float(scores.mean()), float(max(scores.std(), 1e-6))
+            return np.zeros(len(queries)), np.ones(len(queries))
+        scores = sample @ queries.T
+        return scores.mean(axis=0), np.maximum(scores.std(axis=0), 1e-6)
 
     def _load_sample(self, modality: Modality) -> np.ndarray:
         ids = self.store.catalog.segment_ids(modality)
