@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny random open_clip model (built once per session, offline) and media makers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CORPUS = Path(os.environ.get("MMSEARCH_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+TINY = "test-tiny:random"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """No test may reach the network: point the hub at a closed local port and use an empty cache."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+    monkeypatch.delenv("MMSEARCH_STORE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    from mmsearch.encoders.clip import load_clip
+
+    return load_clip(TINY)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not (CORPUS / "MANIFEST.tsv").is_file():
+        pytest.skip(f"shared corpus not found at {CORPUS}")
+    return CORPUS
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), mode: str = "RGB") -> Path:
+    """A distinct noise image per seed (random models tell noise apart well)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+WORDS = ("river mountain lantern violin harbour meadow copper glacier orchard thunder pepper saddle "
+         "canyon velvet compass falcon marble lemon ember tulip").split()
+
+
+def sentence(seed: int, words: int = 12) -> str:
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(WORDS, size=words))
+
+
+@pytest.fixture
+def media(tmp_path) -> Path:
+    """A small folder: 6 images (one in a subfolder) and 4 text notes."""
+    root = tmp_path / "media"
+    for i in range(5):
+        write_image(root / f"photo{i}.png", seed=i)
+    write_image(root / "sub" / "deep.jpg", seed=99)
+    for i in range(4):
+        write_text(root / "notes" / f"note{i}.txt", sentence(100 + i))
+    return root
+
+
+@pytest.fixture
+def make_engine(tmp_path, tiny_clip):
+    """Engine factory over a store in tmp_path, with the session's tiny model injected."""
+    from mmsearch.config import Settings
+    from mmsearch.engine import Engine
+
+    engines = []
+
+    def make(store: Path | None = None, **settings):
+        settings.setdefault("model", TINY)
+        engine = Engine.open(Settings.resolve(store=store or tmp_path / "store", **settings), create=True,
+                             clip=tiny_clip)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
