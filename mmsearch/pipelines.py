@@ -26,14 +26,18 @@ class Pipeline(Protocol):
 
 
 @dataclass
-class ImagePipeline:
+class _ModelPipeline:
     encoder: Any
-    modality: Modality = Modality.IMAGE
-    role: str = "clip"
 
     @property
     def dim(self) -> int:
         return self.encoder.identity.dim
+
+
+@dataclass
+class ImagePipeline(_ModelPipeline):
+    modality: Modality = Modality.IMAGE
+    role: str = "clip"
 
     def decode(self, path: Path) -> list[tuple[Segment, Any]]:
         image = load_image(path, target_size=self.encoder.image_size)
@@ -46,14 +50,9 @@ class ImagePipeline:
 
 
 @dataclass
-class TextPipeline:
-    encoder: Any
+class TextPipeline(_ModelPipeline):
     modality: Modality = Modality.TEXT
     role: str = "clip"
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.identity.dim
 
     def decode(self, path: Path) -> list[tuple[Segment, Any]]:
         return [(passage, passage.text) for passage in load_passages(path)]
@@ -67,14 +66,9 @@ EAGER_AUDIO_SECONDS = 120.0
 
 
 @dataclass
-class AudioPipeline:
-    encoder: Any
+class AudioPipeline(_ModelPipeline):
     modality: Modality = Modality.AUDIO
     role: str = "clap"
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.identity.dim
 
     def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
         from .decoding.audio import iter_audio_windows, probe_audio
