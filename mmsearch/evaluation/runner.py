@@ -1,0 +1,220 @@
+"""``run_recall``: a pair set + encoders (+ optionally a store) -> a ``RecallReport`` of recall rows.
+
+What each row's ``method`` means (all recall values in percent, see ``recall.py`` for the rank rules):
+
+``exact``       Fresh vectors: every media file decoded and embedded as indexing would (a multi-window
+                audio file is the normalised mean of its windows), every caption embedded with the
+                matching text tower; brute-force cosine over ALL pair media (text→media) or ALL
+                captions (media→text). No index is involved. This is the model's quality.
+``stored``      The same, but with the vectors the store holds for the pair media (an audio file: the
+                normalised mean of its stored windows). Differs from ``exact`` only if the store was
+                built differently (precision, device, older files); the reference for ``index``.
+``index``       Each caption searched through the store's real vector index (FAISS, whatever type it
+                is), hits mapped to files and files that are not pair media skipped; the rank is the
+                position of the caption's media among the pair media returned. ``index`` minus
+                ``stored`` is the loss caused by approximate search. Text→media only.
+``end-to-end``  Each caption run through ``Engine.search`` (text encoder, index, grouping per file,
+                exactly ``mmsearch search --kind KIND -k DEPTH``); EVERY file in the store competes,
+                and the rank is the position of the caption's media among the returned files.
+                This is what a user sees on their own labelled folder. Text→media only.
+
+``index`` and ``end-to-end`` read at most ``depth`` results: a miss counts as rank depth+1, so their
+median/mean ranks are lower bounds (``rank_depth`` is set). Store rows cover only the pair media
+found in the store; the others are listed in the row's ``excluded``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from mmsearch.errors import UsageError
+from mmsearch.evaluation.embedding import embed_media, embed_texts
+from mmsearch.evaluation.pairs import PairSet
+from mmsearch.evaluation.recall import DEFAULT_KS, DirectionRecall, cross_modal_recall
+from mmsearch.progress import NoProgress, Progress
+from mmsearch.records import FailedFile, Modality
+
+if TYPE_CHECKING:
+    from mmsearch.engine import Engine
+
+log = logging.getLogger(__name__)
+
+METHODS = ("exact", "stored", "index", "end-to-end")
+
+
+@dataclass(frozen=True)
+class RecallRow:
+    """One direction measured one way (see the module docstring for ``method``)."""
+
+    method: str
+    result: DirectionRecall
+    media: int
+    """Candidate media in this measurement."""
+    captions: int
+    """Captions in this measurement (the queries for text→media)."""
+    excluded: tuple[FailedFile, ...] = ()
+    """Pair media left out of this row, with the reason."""
+    excluded_captions: int = 0
+    """Captions left out because their media was excluded."""
+
+
+@dataclass(frozen=True)
+class PairEmbeddings:
+    """Fresh vectors of the media that could be embedded and of their captions."""
+
+    pairs: PairSet
+    modality: Modality
+    model: str
+    fingerprint: str
+    semantic: bool
+    media_vectors: np.ndarray
+    """(K, dim): one per kept media."""
+    kept_media: np.ndarray
+    """(K,) int64: index into ``pairs.media``."""
+    caption_vectors: np.ndarray
+    """(C', dim): one per kept caption."""
+    kept_captions: np.ndarray
+    """(C',) int64: index into ``pairs.captions``."""
+    caption_owner: np.ndarray
+    """(C',) int64: row of ``media_vectors`` each kept caption describes."""
+    failed: tuple[FailedFile, ...]
+    truncated_captions: int
+
+    @property
+    def excluded_captions(self) -> int:
+        return self.pairs.num_captions - len(self.kept_captions)
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    source: str
+    format: str
+    modality: Modality
+    model: str
+    semantic: bool
+    """False for random weights: the numbers are chance level."""
+    media: int
+    """Media in the pair set (before exclusions)."""
+    captions: int
+    failed: tuple[FailedFile, ...]
+    """Media that could not be decoded; they and their captions are left out of every row."""
+    excluded_captions: int
+    truncated_captions: int
+    rows: tuple[RecallRow, ...]
+    seconds: float
+    store: str | None = None
+    index: str | None = None
+    """The store index's description, when store rows were measured."""
+    depth: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+def subset_captions(caption_media: np.ndarray, kept_media: np.ndarray, num_media: int) -> tuple[np.ndarray, np.ndarray]:
+    """(caption indexes whose media is kept, their owner as a row of ``kept_media``)."""
+    remap = np.full(num_media, -1, dtype=np.int64)
+    remap[np.asarray(kept_media, dtype=np.int64)] = np.arange(len(kept_media))
+    owner = remap[np.asarray(caption_media, dtype=np.int64)]
+    kept = np.flatnonzero(owner >= 0).astype(np.int64)
+    return kept, owner[kept]
+
+
+def _pipeline(modality: Modality, image_encoder: Any, audio_encoder: Any) -> tuple[Any, Any]:
+    """(media pipeline, text encoder) for the pair set's modality."""
+    from mmsearch.pipelines import ImagePipeline
+
+    if modality == Modality.IMAGE:
+        if image_encoder is None:
+            raise UsageError("image pairs need an image-text model (--model)")
+        return ImagePipeline(image_encoder), image_encoder
+    if modality == Modality.AUDIO:
+        if audio_encoder is None:
+            raise UsageError("audio pairs need an audio-text model (--audio-model)")
+        from mmsearch.pipelines import AudioPipeline
+
+        return AudioPipeline(audio_encoder), audio_encoder
+    raise UsageError(f"cannot benchmark {modality} media")
+
+
+def embed_pairs(
+    pairs: PairSet,
+    image_encoder: Any = None,
+    audio_encoder: Any = None,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> PairEmbeddings:
+    """Embed every media of ``pairs`` (failures left out) and the captions of the media kept."""
+    modality = pairs.modality()
+    pipeline, text_encoder = _pipeline(modality, image_encoder, audio_encoder)
+    media = embed_media(pairs.media, pipeline, batch_size=batch_size, workers=workers, progress=progress)
+    if not len(media.kept):
+        first = media.failed[0] if media.failed else None
+        raise UsageError(f"{pairs.source}: none of the {pairs.num_media} media could be embedded"
+                         + (f" (first: {first.path}: {first.reason}; use --root to say where the media live)" if first else ""))
+    kept_captions, owner = subset_captions(pairs.caption_media, media.kept, pairs.num_media)
+    texts = embed_texts([pairs.captions[i] for i in kept_captions], text_encoder, batch_size=batch_size,
+                        progress=progress)
+    identity = text_encoder.identity
+    return PairEmbeddings(pairs, modality, identity.spec, identity.fingerprint, bool(identity.semantic),
+                          media.vectors, media.kept, texts.vectors, kept_captions, owner, media.failed, texts.truncated)
+
+
+def exact_rows(embedded: PairEmbeddings, ks: Iterable[int] = DEFAULT_KS) -> tuple[RecallRow, RecallRow]:
+    """(text→media, media→text) by brute force over the fresh vectors."""
+    to_media, to_text = cross_modal_recall(embedded.media_vectors, embedded.caption_vectors, embedded.caption_owner,
+                                           ks, media_modality=embedded.modality)
+    common = dict(media=len(embedded.kept_media), captions=len(embedded.kept_captions), excluded=embedded.failed,
+                  excluded_captions=embedded.excluded_captions)
+    return RecallRow("exact", to_media, **common), RecallRow("exact", to_text, **common)
+
+
+def run_recall(
+    pairs: PairSet,
+    image_encoder: Any = None,
+    audio_encoder: Any = None,
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    engine: "Engine | None" = None,
+    depth: int = 10,
+) -> RecallReport:
+    """Exact recall of ``pairs`` with the given encoders; with ``engine``, also recall through its store.
+
+    Encoders are objects with the ``ImageTextEncoder`` / CLAP encoder methods (tests pass stubs).
+    With ``engine``, the encoder for the pair set's modality must be the store's model.
+    """
+    started = time.perf_counter()
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if engine is not None and (depth < 1 or (ks and depth < ks[-1])):
+        raise UsageError(f"--depth {depth} must be at least the largest k ({ks[-1] if ks else 1})")
+    progress = progress or NoProgress()
+    embedded = embed_pairs(pairs, image_encoder, audio_encoder, batch_size=batch_size, workers=workers,
+                           progress=progress)
+    rows = list(exact_rows(embedded, ks))
+    notes: list[str] = []
+    index_name = None
+    if engine is not None:
+        from mmsearch.evaluation.store_recall import store_rows
+
+        measured = store_rows(embedded, engine, ks=ks, depth=depth, progress=progress)
+        rows.extend(measured.rows)
+        notes.extend(measured.notes)
+        index_name = measured.index
+    if not embedded.semantic:
+        notes.append(f"{embedded.model} has random weights: these recalls are chance level, not a model's quality")
+    if embedded.truncated_captions:
+        notes.append(f"{embedded.truncated_captions} captions were longer than the text model's context and were truncated")
+    return RecallReport(
+        source=str(pairs.source), format=pairs.format, modality=embedded.modality, model=embedded.model,
+        semantic=embedded.semantic, media=pairs.num_media, captions=pairs.num_captions, failed=embedded.failed,
+        excluded_captions=embedded.excluded_captions, truncated_captions=embedded.truncated_captions,
+        rows=tuple(rows), seconds=round(time.perf_counter() - started, 3),
+        store=str(engine.store.path) if engine is not None else None, index=index_name,
+        depth=depth if engine is not None else None, notes=tuple(notes))
