@@ -11,16 +11,14 @@ refits it on all sentences. Pure numpy.
 """
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .encoders.base import l2_normalise
+from .atomic import atomic_path
 from .errors import MMSearchError, UsageError
 
 FORMAT_VERSION = 1
@@ -120,20 +118,9 @@ class SpaceMap:
             arrays[f"{name}_matrix"] = linear.matrix
             arrays[f"{name}_source_mean"] = linear.source_mean
             arrays[f"{name}_target_mean"] = linear.target_mean
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        _fsync_directory(path.parent)
+        with atomic_path(path) as temp:
+            with open(temp, "wb") as handle:
+                np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: Path | str, *, source_fingerprint: str | None = None, target_fingerprint: str | None = None) -> "SpaceMap":
@@ -244,18 +231,6 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not possible on every platform; the rename is still atomic
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def default_sentences() -> list[str]:
