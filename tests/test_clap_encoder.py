@@ -131,3 +131,20 @@ def test_directory_without_a_model_is_a_model_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError):
         load_audio_encoder(f"test-tiny:{tmp_path}", device="cpu")
+
+
+def test_torchaudio_features_match_transformers_extractor():
+    import numpy as np
+
+    from mmsearch.encoders.clap_features import ClapMelFeatures
+
+    extractor = load_audio_encoder("test-tiny:random").feature_extractor
+    rng = np.random.default_rng(3)
+    waves = [0.1 * rng.standard_normal(extractor.nb_max_samples).astype(np.float32),
+             0.1 * rng.standard_normal(12_345).astype(np.float32)]  # short: repeat-padded
+    for fused in (False, True):
+        expected = extractor(waves, sampling_rate=extractor.sampling_rate,
+                             truncation="fusion" if fused else "rand_trunc", return_tensors="np")["input_features"]
+        ours = ClapMelFeatures(extractor, fused=fused)(waves).numpy()
+        assert ours.shape == expected.shape
+        np.testing.assert_allclose(ours, expected, atol=0.05)

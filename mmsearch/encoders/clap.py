@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelLoadError, UsageError
+from .clap_features import ClapMelFeatures
 from .base import ModelIdentity, TextEncoding, l2_normalise
 
 log = logging.getLogger(__name__)
@@ -54,29 +55,28 @@ class ClapEncoder:
         self.window_seconds = float(feature_extractor.max_length_s)
         self._autocast = device.startswith("cuda")
         self._torch = torch
+        fused = bool(getattr(model.config.audio_config, "enable_fusion", False))
+        self._features = ClapMelFeatures(feature_extractor, fused=fused, device=device)
 
     @property
     def window_samples(self) -> int:
         return round(self.window_seconds * self.sample_rate)
 
     def encode_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Mono float32 windows at ``sample_rate`` -> (N, dim). Shorter windows are repeat-padded by
-        the feature extractor; longer ones are cut to ``window_seconds`` (no random crop)."""
+        """Mono float32 windows at ``sample_rate`` -> (N, dim). Shorter windows are repeat-padded as by
+        transformers' feature extractor; longer ones are cut to ``window_seconds`` (no random crop)."""
         if len(windows) == 0:
             return np.zeros((0, self.identity.dim), dtype=np.float32)
         limit = self.window_samples
         waves = [np.asarray(w, dtype=np.float32).reshape(-1)[:limit] for w in windows]
         if any(w.size == 0 for w in waves):
             raise UsageError("an audio window has no samples")
-        fused = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
-        features = self.feature_extractor(
-            waves, sampling_rate=self.sample_rate, truncation="fusion" if fused else "rand_trunc", return_tensors="pt"
-        )
+        features = self._features(waves)
         torch = self._torch
         is_longer = torch.zeros((len(waves), 1), dtype=torch.bool)  # no random fusion choice: deterministic
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self._autocast):
             output = self.model.get_audio_features(
-                input_features=features["input_features"].to(self.device, torch.float32),
+                input_features=features,
                 is_longer=is_longer.to(self.device),
             )
         return l2_normalise(output.pooler_output.float().cpu().numpy())
