@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 
 def audio_extensions() -> frozenset[str]:
     try:
-        from .decoding.audio import AUDIO_EXTENSIONS
+        from .decoding.audio import AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS
     except ImportError:  # audio support not installed
         return frozenset()
-    return AUDIO_EXTENSIONS
+    return AUDIO_EXTENSIONS | UNSUPPORTED_AUDIO_EXTENSIONS
 
 
 def modality_of(path: Path, *, audio: frozenset[str] | None = None) -> Modality | None:

@@ -34,6 +34,13 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )
 """File-name suffixes (lower case, with the dot, as ``Path.suffix``) that libsndfile can usually read."""
 
+UNSUPPORTED_AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".m4a", ".m4b", ".aac", ".adts", ".wma", ".ac3", ".eac3", ".ape", ".dsf", ".dff", ".mpc", ".tak", ".tta",
+     ".wv", ".spx", ".amr", ".mid", ".midi", ".oggflac", ".raw", ".webm", ".mp4", ".mka"}
+)
+"""Audio that soundfile cannot decode (AAC/ALAC, WMA, AC-3, APE, DSD, MIDI, headerless PCM...). Such files
+are still picked up, so that they are listed as failed with the reason instead of silently ignored."""
+
 _MAX_POLYPHASE_KERNEL = 4_000_000
 """Largest torchaudio sinc kernel (elements) we build; odd rate ratios fall back to FFT resampling."""
 
