@@ -39,3 +39,11 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def leftover_temp_files(folder: Path) -> list[Path]:
+    """Temporary files of ``atomic_path`` left in ``folder`` by a process that died mid-save. Only the
+    holder of the folder's writer lock may delete them (anyone else could be mid-save)."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))

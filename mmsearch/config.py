@@ -30,6 +30,8 @@ class Settings:
     device: str = "auto"
     workers: int | None = None
     """Decoding threads; None picks from the CPU count."""
+    file_timeout: float = 60.0
+    """Seconds one file may take to read and decode before it is recorded as failed (timed out)."""
 
     @classmethod
     def resolve(cls, **given: object) -> "Settings":
@@ -50,6 +52,7 @@ class Settings:
             precision=str(pick("precision", "auto")),
             device=str(pick("device", "auto")),
             workers=int(w) if (w := pick("workers")) is not None else None,
+            file_timeout=float(pick("file_timeout", 60.0)),
         )
         settings.check()
         return settings
@@ -61,6 +64,8 @@ class Settings:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if not self.file_timeout > 0:
+            raise UsageError(f"--file-timeout must be a positive number of seconds, not {self.file_timeout}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, not {self.workers}")
 
