@@ -1,0 +1,73 @@
+"""Shared by bench_scale.py and bench_search_overhead.py: fill a store with synthetic clustered vectors
+through the importer (streamed: 10M x 512 never sits in memory), computing the exact top-k of held-out
+queries on the way, so that no second pass over the data is needed for ground truth."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmsearch.importer import ImportChunk, bind_import_model, import_chunks
+from mmsearch.index_builder import StreamingExact
+from mmsearch.records import Modality
+from mmsearch.store import Store
+from mmsearch.synthetic import ClusteredSphere
+
+MODEL_LABEL = "synthetic-clustered:random"
+"""The model spec recorded in the store: a label (no model is ever loaded by these benchmarks)."""
+CHUNK = 65_536
+
+
+def path_of(row: int) -> str:
+    return f"/synthetic/{row // 10_000:05d}/{row:09d}.jpg"
+
+
+def fill_store(store: Store, space: ClusteredSphere, n: int, queries: np.ndarray, k: int = 10,
+               log_every: float = 30.0) -> tuple[np.ndarray, float]:
+    """Import rows 0..n of ``space`` as image items; returns (exact top-k segment ids of ``queries``,
+    seconds spent importing)."""
+    store.acquire_writer()
+    bind_import_model(store, Modality.IMAGE, MODEL_LABEL, space.dim, "synthetic")
+    exact = StreamingExact(queries, None, k) if len(queries) else None
+    started = last = time.perf_counter()
+
+    def chunks():
+        nonlocal last
+        for start in range(0, n, CHUNK):
+            vectors = space.rows(start, min(CHUNK, n - start))
+            rows = np.arange(start, start + len(vectors), dtype=np.int64)
+            if exact is not None:
+                exact.update(rows, vectors)
+            yield ImportChunk(vectors, [path_of(int(r)) for r in rows])
+            if time.perf_counter() - last > log_every:
+                last = time.perf_counter()
+                rate = (start + len(vectors)) / (last - started)
+                print(f"  imported {start + len(vectors):,}/{n:,} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+    import_chunks(store, chunks(), Modality.IMAGE)
+    seconds = time.perf_counter() - started
+    truth = rows_to_segment_ids(store, exact.ids) if exact is not None else np.empty((0, k), np.int64)
+    return truth, seconds
+
+
+def rows_to_segment_ids(store: Store, rows: np.ndarray) -> np.ndarray:
+    """Map row numbers (as generated) to the segment ids the import gave them, through their paths."""
+    wanted = np.unique(rows[rows >= 0])
+    by_row: dict[int, int] = {}
+    with store.catalog.engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = [path_of(int(r)) for r in wanted[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for seg_id, path in conn.exec_driver_sql(
+                    f"SELECT segments.id, items.path FROM items JOIN segments ON segments.item_id = items.id "
+                    f"WHERE items.path IN ({marks})", tuple(chunk)).all():
+                by_row[int(Path(path).stem)] = int(seg_id)
+    return np.vectorize(lambda r: by_row.get(int(r), -1), otypes=[np.int64])(rows)
+
+
+def memory() -> dict[str, int]:
+    from mmsearch.ann_bench import process_memory
+
+    return process_memory()

@@ -1,0 +1,180 @@
+"""Choosing the index type: the pure rule by size, budget and GPUs; recording it in a store; re-choosing
+after several-fold growth; `mmsearch reindex` and `mmsearch status` through the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mmsearch import index_selection as selection
+from mmsearch.errors import UsageError
+from mmsearch.importer import ImportChunk, bind_import_model, import_chunks
+from mmsearch.index_builder import maybe_reselect, reindex
+from mmsearch.index_selection import GiB, choose_index, estimate_bytes, needs_reselect, nlist_for, parse_memory_size
+from mmsearch.records import Modality
+from mmsearch.store import Store
+from mmsearch.synthetic import ClusteredSphere
+from mmsearch.vector_index import exact_top_k, load_index
+
+DIM = 32
+
+
+@pytest.mark.parametrize("text, expected", [("8GiB", 8 * GiB), ("512 MiB", 512 << 20), ("2G", 2 * 10**9),
+                                            ("1.5gib", int(1.5 * GiB)), ("1000", 1000), (4096, 4096)])
+def test_parse_memory_size(text, expected):
+    assert parse_memory_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "8 parsecs", "-1GiB", "0"])
+def test_parse_memory_size_refuses(text):
+    with pytest.raises(UsageError, match="--memory-budget"):
+        parse_memory_size(text)
+
+
+def test_small_collections_get_exact_search():
+    choice = choose_index(50_000, 512, 8 * GiB)
+    assert choice.kind == "flat" and "exact" in choice.reason and "50,000" in choice.reason
+
+
+def test_middle_sizes_get_a_graph_or_inverted_lists():
+    assert choose_index(300_000, 512, 8 * GiB).kind == "hnsw"
+    choice = choose_index(1_000_000, 512, 8 * GiB)
+    assert choice.kind == "ivf-flat" and choice.params["nlist"] == 4096
+    assert choice.estimated_bytes <= 4 * GiB
+
+
+def test_ten_million_gets_pq_codes_that_fit_the_budget():
+    choice = choose_index(10_000_000, 512, 8 * GiB)
+    assert choice.kind == "ivf-pq"
+    assert choice.params["nlist"] == nlist_for(10_000_000) == 16384
+    assert 512 % choice.params["m"] == 0 and choice.params["m"] == 64
+    assert choice.estimated_bytes <= 4 * GiB and "re-ranked" in choice.reason
+    tight = choose_index(10_000_000, 512, 1 * GiB)
+    assert tight.kind == "ivf-pq" and tight.params["m"] < choice.params["m"]
+    assert estimate_bytes("ivf-pq", 10_000_000, 512, tight.params) <= GiB // 2
+
+
+def test_a_small_budget_pushes_towards_compression():
+    assert choose_index(100_000, 512, 256 << 20).kind == "ivf-pq"
+
+
+def test_gpus_get_exact_search_on_the_gpu():
+    assert choose_index(2_000_000, 512, 64 * GiB, faiss_gpus=1).kind == "gpu-flat"
+    assert choose_index(2_000_000, 512, 64 * GiB, torch_cuda=True).kind == "torch-flat"
+    assert choose_index(100_000_000, 512, 64 * GiB, torch_cuda=True).kind == "ivf-pq"
+
+
+def test_nlist_is_about_four_square_roots_with_enough_training_points():
+    assert nlist_for(1_000_000) == 4096 and nlist_for(10) == 1
+    assert all(n // nlist_for(n) >= 39 for n in (100, 1000, 5000, 20_000))
+
+
+def test_reselect_only_after_several_fold_change():
+    recorded = choose_index(1000, DIM)
+    assert needs_reselect(None, 10)
+    assert not needs_reselect(recorded, 3999) and needs_reselect(recorded, 4000)
+    assert needs_reselect(recorded, 250) and not needs_reselect(recorded, 251)
+
+
+# -- in a store ----------------------------------------------------------------------------------------
+def add_vectors(store, start, count):
+    vectors = ClusteredSphere(dim=DIM, clusters=8, seed=1).rows(start, count)
+    import_chunks(store, [ImportChunk(vectors, [f"/data/{i}.jpg" for i in range(start, start + count)])],
+                  Modality.IMAGE)
+    return vectors
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(selection, "FLAT_MAX", 1000)  # so that a few thousand vectors count as "large"
+    monkeypatch.setattr(selection, "HNSW_MAX", 2000)
+    with Store.open(tmp_path / "store", create=True) as opened:
+        opened.acquire_writer()
+        bind_import_model(opened, Modality.IMAGE, "test-tiny:random", DIM, "test")
+        yield opened
+
+
+def test_growth_triggers_reselection_and_a_rebuild(store):
+    add_vectors(store, 0, 400)
+    first = maybe_reselect(store, Modality.IMAGE)
+    assert first.kind == "flat" and first.n_vectors == 400
+    assert maybe_reselect(store, Modality.IMAGE) is None  # nothing changed
+    add_vectors(store, 400, 800)  # 1200 < 4 x 400: no re-selection yet
+    assert maybe_reselect(store, Modality.IMAGE) is None
+    assert len(store.index(Modality.IMAGE)) == 1200  # the flat index caught up from the stored vectors
+    add_vectors(store, 1200, 2000)  # 3200 >= 4 x 400
+    choice = maybe_reselect(store, Modality.IMAGE)
+    assert choice.kind == "ivf-flat" and choice.n_vectors == 3200 and "nprobe=" in choice.reason
+    assert "recall@10" in choice.reason
+    recorded = store.index_choice(Modality.IMAGE)
+    assert recorded.kind == "ivf-flat" and recorded.params["nprobe"] == choice.params["nprobe"]
+    on_disk = load_index(store.index_path(Modality.IMAGE))
+    assert on_disk.kind == "ivf-flat" and len(on_disk) == 3200
+    assert "ivf-flat" in store.describe_index(Modality.IMAGE, store.index(Modality.IMAGE))
+
+
+def test_tuned_index_keeps_its_recall_on_new_queries(store):
+    vectors = add_vectors(store, 0, 3000)
+    choice = reindex(store, Modality.IMAGE, "auto")
+    assert choice.kind == "hnsw" or choice.kind == "ivf-flat"
+    index = store.index(Modality.IMAGE)
+    queries = ClusteredSphere(dim=DIM, clusters=8, seed=1).queries(50)
+    ids = store.catalog.segment_ids(Modality.IMAGE)
+    truth = exact_top_k(queries, vectors, ids, 10)
+    from mmsearch.index_builder import recall_at_k
+
+    assert recall_at_k(index.search(queries, 10).ids, truth.ids, 10) >= 0.9
+
+
+def test_a_type_chosen_by_hand_is_kept_as_the_collection_grows(store):
+    add_vectors(store, 0, 300)
+    choice = reindex(store, Modality.IMAGE, "hnsw")
+    assert choice.mode == "manual" and choice.kind == "hnsw"
+    add_vectors(store, 300, 1000)
+    again = maybe_reselect(store, Modality.IMAGE)
+    assert again.kind == "hnsw" and again.mode == "manual" and again.n_vectors == 1300
+
+
+def test_a_missing_trained_index_is_rebuilt_from_stored_vectors(store):
+    add_vectors(store, 0, 2000)
+    reindex(store, Modality.IMAGE, "ivf-pq")
+    store.save_indexes()
+    store.index_path(Modality.IMAGE).unlink()
+    store._indexes.clear()
+    index = store.index(Modality.IMAGE)
+    assert index.kind == "ivf-pq" and index.is_trained and len(index) == 2000
+
+
+def test_reindex_and_status_through_the_cli(store, tmp_path):
+    from mmsearch_cli.app import app
+
+    add_vectors(store, 0, 500)
+    store.release_writer()
+    runner = CliRunner()
+    result = runner.invoke(app, ["reindex", "--index-type", "ivf-flat", "--store", str(store.path), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)["image"]
+    assert shown["kind"] == "ivf-flat" and shown["mode"] == "manual" and shown["params"]["nlist"] >= 1
+    status = runner.invoke(app, ["status", "--store", str(store.path)])
+    assert status.exit_code == 0 and "ivf-flat" in status.stdout and "by hand" in status.stdout
+    bad = runner.invoke(app, ["reindex", "--index-type", "annoy", "--store", str(store.path)])
+    assert bad.exit_code == 2 and "--index-type" in bad.stderr
+
+
+def test_bench_ann_cli_on_synthetic_data():
+    import typer
+
+    from mmsearch_cli.bench_ann import ann
+
+    app = typer.Typer()
+    app.command("ann")(ann)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["ann", "--synthetic", "3000", "--dim", "16", "--queries", "50", "--types",
+                                      "flat,ivf-flat", "--seconds", "0.05", "--no-blas-sweep", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "clustered" in report["data"]
+    rows = {r["kind"]: r for r in report["results"]}
+    assert rows["flat"]["recall_at_10"] == 1.0 and rows["ivf-flat"]["recall_at_10"] >= 0.9
+    assert rows["ivf-flat"]["qps_batch1"] > 0 and rows["ivf-flat"]["index_bytes"] > 0

@@ -1,0 +1,209 @@
+"""Every index type against exact search: same neighbours (exact types) or high recall (approximate
+ones) on clustered data; adds, removals and tombstones; allowed-id filters; save/load round trips."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mmsearch.errors import UsageError
+from mmsearch.gpu_indexes import GpuFlatIndex
+from mmsearch.index_builder import recall_at_k
+from mmsearch.synthetic import ClusteredSphere
+from mmsearch.vector_index import (TOMBSTONE_FRACTION, create_index, exact_top_k, load_index, sidecar_path)
+
+DIM = 32
+N = 3000
+K = 10
+
+PARAMS = {
+    "flat": {},
+    "torch-flat": {"device": "cpu"},
+    "ivf-flat": {"nlist": 32, "nprobe": 8},
+    "ivf-pq": {"nlist": 32, "nprobe": 8, "m": 8, "rerank": 10},
+    "hnsw": {"M": 16, "efConstruction": 40, "efSearch": 64},
+}
+EXACT = ("flat", "torch-flat")
+KINDS = tuple(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def data():
+    space = ClusteredSphere(dim=DIM, clusters=16, seed=3)
+    base = space.rows(0, N)
+    ids = np.arange(10_000, 10_000 + N, dtype=np.int64)  # catalog ids are not row numbers
+    return base, ids, space.queries(40)
+
+
+def source_for(base, ids):
+    rows = {int(i): v for i, v in zip(ids, base)}
+
+    def fetch(wanted):
+        wanted = np.asarray(wanted, np.int64)
+        found = np.array([i for i in wanted.tolist() if i in rows], np.int64)
+        return found, (np.stack([rows[i] for i in found.tolist()]) if len(found) else np.empty((0, DIM), np.float32))
+    return fetch
+
+
+def build(kind, base, ids):
+    index = create_index(kind, DIM, PARAMS[kind], source=source_for(base, ids))
+    index.train(base)
+    index.add(ids, base)
+    return index
+
+
+def check(found, truth, kind, floor=0.9):
+    if kind in EXACT:
+        assert np.array_equal(found.ids, truth.ids)
+    else:
+        assert recall_at_k(found.ids, truth.ids, K) >= floor
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_neighbours_as_exact_search(kind, data):
+    base, ids, queries = data
+    index = build(kind, base, ids)
+    assert len(index) == N and index.kind == kind
+    found = index.search(queries, K)
+    check(found, exact_top_k(queries, base, ids, K), kind)
+    assert np.all(np.diff(found.scores, axis=1) <= 1e-6)  # best first
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_removed_ids_never_come_back(kind, data):
+    base, ids, queries = data
+    index = build(kind, base, ids)
+    doomed = ids[::10]  # 10%: below the compaction fraction, so HNSW keeps tombstones
+    assert index.remove(doomed) == len(doomed)
+    assert index.remove(doomed) == 0  # already gone
+    kept = ~np.isin(ids, doomed)
+    assert len(index) == int(kept.sum())
+    assert not np.isin(index.ids(), doomed).any()
+    found = index.search(queries, K)
+    assert not np.isin(found.ids, doomed).any()
+    check(found, exact_top_k(queries, base[kept], ids[kept], K), kind)
+    extra = ClusteredSphere(dim=DIM, clusters=16, seed=4).rows(0, 200)
+    index.add(np.arange(50_000, 50_200), extra)
+    assert len(index) == int(kept.sum()) + 200
+    every = np.vstack([base[kept], extra])
+    every_ids = np.concatenate([ids[kept], np.arange(50_000, 50_200)])
+    check(index.search(queries, K), exact_top_k(queries, every, every_ids, K), kind)
+
+
+def test_hnsw_tombstones_then_compaction(data):
+    base, ids, queries = data
+    index = build("hnsw", base, ids)
+    index.remove(ids[:100])
+    assert index.tombstones == 100 and len(index) == N - 100
+    index.remove(ids[100:int(N * TOMBSTONE_FRACTION) + 10])  # past the fraction: rebuilt without them
+    assert index.tombstones == 0
+    gone = ids[:int(N * TOMBSTONE_FRACTION) + 10]
+    assert len(index) == N - len(gone) and not np.isin(index.ids(), gone).any()
+    kept = ~np.isin(ids, gone)
+    found = index.search(queries, K)
+    assert not np.isin(found.ids, gone).any()
+    check(found, exact_top_k(queries, base[kept], ids[kept], K), "hnsw")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("share", [0.02, 0.5])
+def test_allowed_ids_filter(kind, share, data):
+    """A small filter is answered exactly from stored vectors; a large one through an IDSelector."""
+    base, ids, queries = data
+    index = build(kind, base, ids)
+    index.remove(ids[1::20])
+    rng = np.random.default_rng(5)
+    allowed = np.sort(rng.choice(ids, size=int(N * share), replace=False))
+    found = index.search(queries, K, allowed_ids=allowed)
+    live = np.isin(ids, allowed) & ~np.isin(ids, ids[1::20])
+    assert np.isin(found.ids[found.ids >= 0], ids[live]).all()
+    check(found, exact_top_k(queries, base[live], ids[live], K), kind, floor=0.85)
+    assert index.search(queries, K, allowed_ids=np.array([], np.int64)).ids.max() == -1
+    few = ids[live][:3]
+    small = index.search(queries[:2], K, allowed_ids=few)
+    assert small.ids.shape == (2, 3) and set(small.ids[0]) == set(few)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_restore_type_params_and_tombstones(kind, data, tmp_path):
+    base, ids, queries = data
+    index = build(kind, base, ids)
+    if kind != "flat":
+        index.set_param(*{"torch-flat": ("dtype", "float32"), "ivf-flat": ("nprobe", 5), "ivf-pq": ("rerank", 7),
+                          "hnsw": ("efSearch", 48)}[kind])
+    index.remove(ids[:50])
+    path = tmp_path / "image.faiss"
+    index.save(path)
+    loaded = load_index(path, source=source_for(base, ids))
+    assert loaded.kind == kind and type(loaded) is type(index)
+    assert loaded.params == index.params
+    assert len(loaded) == len(index) and np.array_equal(loaded.ids(), index.ids())
+    assert np.array_equal(loaded.search(queries, K).ids, index.search(queries, K).ids)
+    assert json.loads(sidecar_path(path).read_text())["kind"] == kind
+
+
+def test_a_stale_sidecar_is_ignored(data, tmp_path):
+    base, ids, _ = data
+    build("ivf-flat", base, ids).save(tmp_path / "a.faiss")
+    build("hnsw", base[:500], ids[:500]).save(tmp_path / "b.faiss")
+    sidecar_path(tmp_path / "b.faiss").replace(sidecar_path(tmp_path / "a.faiss"))  # hnsw sidecar, ivf file
+    loaded = load_index(tmp_path / "a.faiss")
+    assert loaded.kind == "ivf-flat" and loaded.params["nlist"] == 32 and loaded.tombstones == 0
+
+
+def test_gpu_types_are_refused_without_a_gpu_and_load_as_cpu(data, tmp_path):
+    if GpuFlatIndex.available():
+        pytest.skip("this machine has a FAISS GPU")
+    with pytest.raises(UsageError, match="gpu-flat needs"):
+        create_index("gpu-flat", DIM)
+    with pytest.raises(UsageError, match="--index-type"):
+        create_index("annoy", DIM)
+    base, ids, queries = data
+    index = build("flat", base, ids)
+    path = tmp_path / "image.faiss"
+    index.save(path)
+    meta = json.loads(sidecar_path(path).read_text())
+    sidecar_path(path).write_text(json.dumps({**meta, "kind": "gpu-flat", "params": {"float16": True}}))
+    loaded = load_index(path)
+    assert loaded.kind == "flat" and np.array_equal(loaded.search(queries, K).ids, index.search(queries, K).ids)
+
+
+class ReplicaOnCpu(GpuFlatIndex):
+    """The GPU types' master/replica logic, with a CPU copy standing in for the device."""
+
+    kind = "gpu-flat"
+
+    @classmethod
+    def available(cls):
+        return True
+
+    def _make_replica(self):
+        import faiss
+
+        return faiss.clone_index(self._index)
+
+
+def test_replica_hides_removed_ids_until_refreshed(data):
+    base, ids, queries = data
+    index = ReplicaOnCpu(DIM)
+    index.add(ids, base)
+    assert index.on_gpu
+    truth = exact_top_k(queries, base, ids, K)
+    assert np.array_equal(index.search(queries, K).ids, truth.ids)
+    doomed = np.unique(truth.ids[:, :3])  # the best hits: the replica must over-fetch past them
+    index.remove(doomed)
+    assert index._replica.ntotal == N  # not re-copied yet: removals are hidden at search time
+    kept = ~np.isin(ids, doomed)
+    assert np.array_equal(index.search(queries, K).ids, exact_top_k(queries, base[kept], ids[kept], K).ids)
+    index.remove(ids[kept][: N // 5])  # past STALE_FRACTION: the replica is rebuilt from the master
+    assert index._replica.ntotal == len(index)
+
+
+def test_an_untrained_index_trains_on_its_first_vectors(data):
+    base, ids, queries = data
+    index = create_index("ivf-flat", DIM, {"nlist": 4096, "nprobe": 4096})
+    index.add(ids[:1000], base[:1000])  # too few for 4096 lists: shrunk to what 1000 vectors can train
+    assert index.is_trained and index.params["nlist"] == 1000 // 39
+    assert index.params["nprobe"] == index.params["nlist"]
+    assert np.array_equal(index.search(queries, K).ids, exact_top_k(queries, base[:1000], ids[:1000], K).ids)
