@@ -1,25 +1,29 @@
 """``mmsearch`` commands. Parse, call the library, render; MMSearchError -> one line on stderr, exit 2."""
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
 from mmsearch.config import Settings
 from mmsearch.engine import Engine
 from mmsearch.queries import Query
-from mmsearch.errors import MMSearchError
 
+from .bench import bench_app
+from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
+from .index_admin import register as register_index_admin
+from .maintenance import index_reembed, register as register_maintenance
 from .output import (BarProgress, emit_json, hit_json, print_hits, print_report, print_status, report_json,
                      status_json)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cross-modal search over folders of images, text and audio.")
+app.add_typer(bench_app, name="bench")
+register_maintenance(app)  # verify, rebuild
+register_index_admin(app)  # import-vectors, reindex
 
 StoreOption = typer.Option(None, "--store", help="Store folder (default: $MMSEARCH_STORE, else indexes/default).")
 JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of text.")
@@ -28,31 +32,6 @@ ModelOption = typer.Option(None, "--model", help="open_clip model ARCH:WEIGHTS (
 AudioModelOption = typer.Option(None, "--audio-model", help="CLAP model ARCH:WEIGHTS (OWNER/NAME:hub, ARCH:/saved/dir or "
                                                             "ARCH:random; 'none' skips audio); default: the store's, "
                                                             "else laion/clap-htsat-unfused:hub.")
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"mmsearch: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(command: Callable) -> Callable:
-    """Turn library errors into one line and exit status 2; never show a traceback unless MMSEARCH_DEBUG."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except MMSearchError as exc:
-            fail(str(exc).replace("\n", " "))
-        except KeyboardInterrupt:
-            typer.echo("mmsearch: interrupted", err=True)
-            raise typer.Exit(130)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except Exception as exc:
-            if os.environ.get("MMSEARCH_DEBUG"):
-                raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (set MMSEARCH_DEBUG=1 for a traceback)", code=1)
-    return wrapper
 
 
 @app.callback()
@@ -72,13 +51,22 @@ def index(
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    file_timeout: Optional[float] = typer.Option(None, "--file-timeout", help="Seconds one file may take to read and "
+                                                 "decode before it is recorded as failed (default 60)."),
+    reembed: bool = typer.Option(False, "--reembed", help="Re-embed the whole store with --model/--audio-model beside "
+                                 "the old vectors, switching over only when complete (searchable meanwhile)."),
     json: bool = JsonOption,
 ) -> None:
     """Embed every image, text and audio file under PATHS; a re-run embeds only what changed."""
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model, batch_size=batch_size,
-                                workers=workers, precision=precision, device=device)
-    with Engine.open(settings, create=True) as engine:
-        report = engine.index(paths, progress=BarProgress(enabled=True))
+                                workers=workers, precision=precision, device=device, file_timeout=file_timeout)
+    if reembed:
+        report = index_reembed(settings, paths)
+    else:
+        with Engine.open(settings, create=True) as engine:
+            report = engine.index(paths, progress=BarProgress(enabled=True))
+    for note in report.notes:
+        typer.echo(f"mmsearch: note: {note}", err=True)
     if json:
         emit_json(report_json(report))
     else:
@@ -171,4 +159,22 @@ def align(
 
 
 def run() -> None:
-    app(prog_name="mmsearch")
+    """Console entry point. Usage mistakes (unknown option, `-k abc`) get one line and exit status 2 too."""
+    try:
+        code = app(prog_name="mmsearch", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("mmsearch: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        # Click's UsageError family (Typer vendors Click, so match it by its interface, not its module).
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        message = exc.format_message()
+        if message:  # (no message: the help text was shown for a bare `mmsearch`)
+            context = getattr(exc, "ctx", None)
+            where = context.command_path if context is not None else "mmsearch"
+            typer.echo(f"mmsearch: error: {message} (see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,6 +18,12 @@ bench_app = typer.Typer(
     help="Numbers to choose models and index settings by: retrieval recall on captioned media (exact, "
          "through a store's index, end to end) and indexing throughput.")
 
+
+def _register_ann() -> None:
+    from .bench_ann import ann
+
+    bench_app.command("ann")(ann)
+
 RECALL_HELP = """Recall@1/5/10, median and mean rank of cross-modal retrieval on a pairs file.
 
 Every media file of the pairs file is decoded and embedded exactly as `mmsearch index` would (an
@@ -158,3 +164,6 @@ def index(
         emit_json(throughput_json(report))
     else:
         print_throughput(report)
+
+
+_register_ann()

@@ -70,8 +70,11 @@ def discover(roots: Iterable[Path | str], *, exclude: Iterable[Path] = ()) -> It
             seen.add(key)
             try:
                 info = path.stat()
-            except OSError as exc:  # vanished, dangling link, permission
-                log.debug("skipping %s: %s", path, exc)
+            except OSError as exc:  # vanished, dangling link, link loop, permission
+                modality = modality_of(path, audio=audio) if path.is_symlink() else None
+                if modality is not None:  # a media name whose link is broken: reported, as failed, by the indexer
+                    yield MediaFile(path, modality, -1, path.lstat().st_mtime_ns)
+                log.debug("cannot stat %s: %s", path, exc)
                 continue
             if not stat.S_ISREG(info.st_mode):
                 continue

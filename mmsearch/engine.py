@@ -121,10 +121,14 @@ class Engine:
         self.clip_spec()
         clip = LazyEncoder(lambda: self.clip)
         pipelines = [ImagePipeline(clip), TextPipeline(clip)]
+        optional = []
         if self.clap_spec() is not None:
             pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap)))
+            if self.settings.audio_model is None and self.store.model_for("clap") is None:
+                optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
         indexer = Indexer(self.store, pipelines, batch_size=self.settings.batch_size,
-                          workers=self.settings.workers, progress=progress)
+                          workers=self.settings.workers, progress=progress, file_timeout=self.settings.file_timeout,
+                          optional=optional)
         try:
             report = indexer.run(paths)
             self._ensure_bridge()
@@ -207,7 +211,7 @@ class Engine:
         for modality in Modality:
             index = self.store.index(modality) if segments.get(modality.value) else None
             if index is not None:
-                index_types[modality.value] = index.describe()
+                index_types[modality.value] = self.store.describe_index(modality, index)
         extra: dict[str, object] = {}
         if "clap.spec" in info:
             extra["audio_model"] = info["clap.spec"]

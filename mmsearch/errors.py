@@ -65,3 +65,12 @@ class DecodeError(MMSearchError):
 
 class QueryError(MMSearchError):
     """A query that cannot be answered (unreadable query file, nothing to search...)."""
+
+
+class DimensionMismatchError(MMSearchError):
+    """Vectors whose dimension is not the one the store's model makes (e.g. an import from another model)."""
+
+    def __init__(self, source: Path | str, found: int, expected: int, space: str):
+        self.source, self.found, self.expected = str(source), found, expected
+        super().__init__(f"{source}: vectors have {found} dimensions, but this store's {space} vectors have "
+                         f"{expected}; import them into another --store")

@@ -52,6 +52,8 @@ class IndexReport:
     renamed: int = 0
     segments_embedded: int = 0
     segments_reused: int = 0
+    notes: tuple[str, ...] = ()
+    """What the user should know about the run (e.g. audio files skipped for want of a model)."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import UsageError
 from .records import Hit, Modality, SearchResult
 from .store import SPACE_OF, Store
+from .vector_index import inner_products
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Searcher:
     def __init__(self, store: Store):
         self.store = store
         self._samples: dict[Modality, np.ndarray] = {}
+        self._counts: tuple[tuple, dict[str, int]] | None = None
+        self._globs: dict[tuple[Modality, str], tuple[int, np.ndarray]] = {}
 
     def search(self, query: QueryVectors, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
                strict_k: bool = False) -> SearchResult:
@@ -66,7 +69,7 @@ class Searcher:
         if k < 1:
             raise UsageError(f"-k must be at least 1, not {k}")
         glob = check_glob(path_glob) if path_glob is not None else None
-        files, _ = self.store.catalog.counts()
+        files = self._file_counts()
         targets = [m for m in Modality if kind in ("all", m.value)]
         notes = list(query.notes)
         reachable = [m for m in targets if SPACE_OF[m] in query.by_space and files.get(m.value)]
@@ -92,7 +95,7 @@ class Searcher:
         index = self.store.index(modality)
         if index is None or not len(index):
             return []
-        allowed = self.store.catalog.segment_ids(modality, glob) if glob is not None else None
+        allowed = self._allowed_ids(modality, glob, len(index)) if glob is not None else None
         if allowed is not None and not len(allowed):
             return []
         queries = np.atleast_2d(queries).astype(np.float32)
@@ -121,6 +124,22 @@ class Searcher:
                             start=segment.start, end=segment.end))
         return hits
 
+    def _file_counts(self) -> dict[str, int]:
+        """Indexed files per modality. Counting scans the catalog (about a second at 10M files), so the
+        count is kept until one of the loaded indexes changes size."""
+        key = tuple((m, len(index)) for m, index in self.store.loaded_indexes().items())
+        if self._counts is None or self._counts[0] != key:
+            self._counts = (key, self.store.catalog.counts()[0])
+        return self._counts[1]
+
+    def _allowed_ids(self, modality: Modality, glob: str, size: int) -> np.ndarray:
+        """Segment ids under a --path glob, kept for repeated queries until the index changes size."""
+        cached = self._globs.get((modality, glob))
+        if cached is None or cached[0] != size:
+            cached = (size, self.store.catalog.segment_ids(modality, glob))
+            self._globs[(modality, glob)] = cached
+        return cached[1]
+
     def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per query row: mean and spread of its cosines to a fixed random sample of the index's vectors."""
         sample = self._samples.get(modality)
@@ -129,7 +148,9 @@ class Searcher:
             self._samples[modality] = sample
         if len(sample) < 2:
             return np.zeros(len(queries)), np.ones(len(queries))
-        scores = sample @ queries.T
+        # not `sample @ queries.T`: this product is too small for threaded BLAS, which on a busy machine
+        # turns its ~0.03 ms into several ms of thread hand-offs (benchmarks/bench_search_overhead.py)
+        scores = inner_products(sample, queries)
         return scores.mean(axis=0), np.maximum(scores.std(axis=0), 1e-6)
 
     def _load_sample(self, modality: Modality) -> np.ndarray:

@@ -11,12 +11,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import func, select
 
-from .catalog import Catalog
+from .catalog import Catalog, segments
 from .encoders.base import ModelIdentity
 from .errors import ModelMismatchError, StoreCorruptError, StoreLockedError, StoreNotFoundError
+from .index_selection import IndexChoice, choice_info, cpu_equivalent, recorded_choice
 from .records import Modality
-from .vector_index import VectorIndex
+from .vector_index import VectorIndex, create_index, index_class, load_index
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
         try:
             catalog = Catalog(catalog_path, create=create)
-        except StoreCorruptError:
+        except (StoreCorruptError, StoreNotFoundError):  # not found: a creation killed before its commit
             raise
         except Exception as exc:
             raise StoreCorruptError(path, f"catalog cannot be opened ({str(exc).splitlines()[0][:200]})") from exc
@@ -110,7 +112,8 @@ class Store:
         return self.path / f"{modality.value}.faiss"
 
     def index(self, modality: Modality) -> VectorIndex | None:
-        """The modality's index, loaded and reconciled with the catalog; None when nothing is indexed."""
+        """The modality's index, loaded and reconciled with the catalog; None when nothing is indexed.
+        A missing or unreadable file is rebuilt from the stored vectors as the recorded index type."""
         if modality in self._indexes:
             return self._indexes[modality]
         dim = self.dim(modality)
@@ -120,27 +123,88 @@ class Store:
         index = None
         if path.is_file():
             try:
-                index = VectorIndex.load(path)
+                index = load_index(path, source=self.vector_source(modality))
             except Exception as exc:
                 log.warning("%s unreadable (%s): rebuilding from stored vectors", path, exc)
         if index is None or index.dim != dim:
-            index = VectorIndex(dim)
+            choice = self.index_choice(modality)
+            if choice is not None and index_class(choice.kind).trainable and self.vector_count(modality):
+                from .index_builder import build_from_store
+
+                index, _ = build_from_store(self, modality, choice)
+            else:
+                index = self.new_index(modality, dim)
         self.reconcile(modality, index)
         self._indexes[modality] = index
         return index
 
+    def index_choice(self, modality: Modality) -> IndexChoice | None:
+        """The index type recorded for ``modality`` (with its parameters and the reason), if any."""
+        return recorded_choice(self.catalog.info(), modality.value)
+
+    def describe_index(self, modality: Modality, index: VectorIndex) -> str:
+        """The index's type and parameters, and why that type was chosen (for ``mmsearch status``)."""
+        choice = self.index_choice(modality)
+        why = f"; chosen {'by auto-selection' if choice.mode == 'auto' else 'by hand'}: {choice.reason}" if choice else ""
+        return index.describe() + why
+
+    def new_index(self, modality: Modality, dim: int) -> VectorIndex:
+        """An empty index of the recorded type (``flat`` until a type has been chosen)."""
+        choice = self.index_choice(modality)
+        kind, params = (choice.kind, dict(choice.params)) if choice is not None else ("flat", {})
+        if not index_class(kind).available():
+            kind, params = cpu_equivalent(kind), {}
+        return create_index(kind, dim, params, source=self.vector_source(modality))
+
+    def vector_source(self, modality: Modality):
+        """ids -> (ids found, their stored vectors): what approximate indexes re-rank and filter with.
+        On the search path (ivf-pq re-ranking), so plain SQL on a pooled DBAPI connection."""
+        engine = self.catalog.engine
+        known: list[int] = []  # the dimension, read once (a store's model never changes)
+
+        def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if not known:
+                known.append(self.dim(modality))
+            dim = known[0]
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1).tolist()
+            found_ids: list[int] = []
+            blobs: list[bytes] = []
+            connection = engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    rows = cursor.execute(f"SELECT segment_id, vector FROM vectors WHERE segment_id IN "
+                                          f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                    found_ids.extend(row[0] for row in rows)
+                    blobs.extend(row[1] for row in rows)
+                cursor.close()
+            finally:
+                connection.close()
+            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+            return np.asarray(found_ids, dtype=np.int64), vectors
+        return fetch
+
+    def vector_count(self, modality: Modality) -> int:
+        with self.catalog.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(segments)
+                                    .where(segments.c.modality == modality.value)).scalar_one())
+
     def reconcile(self, modality: Modality, index: VectorIndex) -> tuple[int, int]:
-        """Make ``index`` hold exactly the catalog's vectors of ``modality``; returns (added, removed)."""
-        wanted = self.catalog.segment_ids(modality)
-        held = index.ids()
-        stale = np.setdiff1d(held, wanted, assume_unique=True)
-        missing = np.setdiff1d(wanted, held, assume_unique=True)
-        removed = index.remove(stale) if len(stale) else 0
-        dim = index.dim
-        if len(missing):
+        """Make ``index`` hold exactly the catalog's vectors of ``modality``; returns (added, removed).
+        The catalog is read in one transaction, so a writer committing meanwhile cannot make the ids and
+        the vectors disagree; an id held twice (a damaged file) is removed and added back once."""
+        held, counts = np.unique(index.ids(), return_counts=True)
+        doubled = held[counts > 1]
+        with self.catalog.snapshot() as conn:
+            wanted = self.catalog.segment_ids(modality, conn=conn)
+            stale = np.union1d(np.setdiff1d(held, wanted, assume_unique=True), doubled)
+            missing = np.union1d(np.setdiff1d(wanted, held, assume_unique=True), np.intersect1d(doubled, wanted))
+            removed = index.remove(stale) if len(stale) else 0
+            dim = index.dim
             for start in range(0, len(missing), 50_000):
                 chunk = missing[start:start + 50_000]
-                found = self.catalog.vectors_for(chunk.tolist(), dim)
+                found = self.catalog.vectors_for(chunk.tolist(), dim, conn=conn)
                 ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
                 if len(ids):
                     index.add(ids, np.vstack(list(found.values())))
@@ -152,23 +216,40 @@ class Store:
         """For writers: the modality's index, created empty when the store has none yet."""
         index = self.index(modality)
         if index is None:
-            index = VectorIndex(dim)
+            index = self.new_index(modality, dim)
             self._indexes[modality] = index
         return index
+
+    def loaded_indexes(self) -> dict[Modality, VectorIndex]:
+        """The indexes loaded so far (a copy of the mapping)."""
+        return dict(self._indexes)
 
     def save_indexes(self) -> None:
         for modality, index in self._indexes.items():
             index.save(self.index_path(modality))
 
+    def replace_index(self, modality: Modality, index: VectorIndex) -> None:
+        """Swap in a newly built index: its file replaces the old one atomically."""
+        index.save(self.index_path(modality))
+        self._indexes[modality] = index
+
     def rebuild_index(self, modality: Modality) -> VectorIndex | None:
+        """Rebuild the modality's index from the stored vectors, as the recorded type (trained and tuned)."""
         dim = self.dim(modality)
         if dim is None:
             return None
-        index = VectorIndex(dim)
-        for ids, matrix in self.catalog.iter_vectors(modality, dim):
-            index.add(ids, matrix)
-        self._indexes[modality] = index
-        index.save(self.index_path(modality))
+        choice = self.index_choice(modality)
+        if choice is None or not self.vector_count(modality):
+            index = self.new_index(modality, dim)
+            for ids, matrix in self.catalog.iter_vectors(modality, dim):
+                index.add(ids, matrix)
+        else:
+            from .index_builder import build_from_store
+
+            index, choice = build_from_store(self, modality, choice)
+        self.replace_index(modality, index)
+        if choice is not None:
+            self.catalog.set_info(**choice_info(choice, modality.value))  # re-tuned parameters, current size
         return index
 
     def disk_bytes(self) -> int:

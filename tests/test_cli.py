@@ -138,3 +138,11 @@ def test_every_command_is_documented_in_readme():
         assert f"mmsearch {name}" in readme, f"README lacks a reference for `mmsearch {name}`"
         for sub in getattr(command, "commands", {}):
             assert f"mmsearch {name} {sub}" in readme, f"README lacks `mmsearch {name} {sub}`"
+
+
+def test_usage_mistakes_are_one_line_with_status_2():
+    result = subprocess.run([sys.executable, "-m", "mmsearch", "search", "x", "-k", "abc"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'-k'" in lines[0] and "Traceback" not in result.stderr

@@ -133,3 +133,18 @@ def test_hidden_files_and_the_store_itself_are_skipped(make_engine, media):
     engine = make_engine(store=media / "store-inside")
     assert engine.index([media]).added == 10
     assert engine.index([media]).added == 0
+
+
+def test_broken_and_looping_symlinks_are_listed_as_failed(make_engine, media):
+    (media / "dangling.jpg").symlink_to(media / "nowhere.jpg")
+    (media / "loop.png").symlink_to(media / "loop.png")
+    (media / "linkdir").symlink_to(media, target_is_directory=True)  # not followed: no loop, no duplicates
+    engine = make_engine()
+    report = engine.index([media])
+    reasons = {os.path.basename(f.path): f.reason for f in report.failed}
+    assert report.added == 10
+    assert "No such file" in reasons["dangling.jpg"] and "symbolic links" in reasons["loop.png"]
+    assert engine.index([media]).failed == ()  # recorded once; retried only when the link changes
+    (media / "nowhere.jpg").write_bytes((media / "photo0.png").read_bytes())
+    assert engine.index([media]).failed == ()
+    assert "dangling.jpg" not in {os.path.basename(f.path) for f in engine.status().failed}
