@@ -97,3 +97,15 @@ def _walk(root: Path, excluded: list[Path]) -> Iterator[Path]:
 
 def _is_excluded(path: Path, excluded: list[Path]) -> bool:
     return any(path == e or e in path.parents for e in excluded)
+
+
+def is_under(path: str, roots: set[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or below one (cost: the path's depth, not the number of roots)."""
+    current = path
+    while True:
+        if current in roots:
+            return True
+        parent = os.path.dirname(current)
+        if parent == current:
+            return False
+        current = parent

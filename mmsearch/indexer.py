@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import leftover_temp_files
 from .catalog import FAILED, INDEXED, RETRY, ItemRow
-from .discovery import discover, normalise_root
+from .discovery import discover, is_under, normalise_root
 from .errors import DecodeError, ModelLoadError
 from .hashing import content_hash
 from .index_builder import maybe_reselect
@@ -168,7 +168,7 @@ class Indexer:
             else:
                 changed.append(media)
         root_names = {str(root) for root in roots}
-        gone = [row for path, row in known.items() if path not in seen and _under(path, root_names)]
+        gone = [row for path, row in known.items() if path not in seen and is_under(path, root_names)]
 
         failed: list[FailedFile] = []
         unreadable: set[str] = set()
@@ -409,13 +409,3 @@ def _unchanged_since_found(media: MediaFile) -> None:
         raise _Unreadable(media.path, "file changed while being indexed (it is tried again on the next run)")
 
 
-def _under(path: str, roots: set[str]) -> bool:
-    """Whether ``path`` is one of ``roots`` or below one (cost: the path's depth, not the number of roots)."""
-    current = path
-    while True:
-        if current in roots:
-            return True
-        parent = os.path.dirname(current)
-        if parent == current:
-            return False
-        current = parent

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import Settings
-from .discovery import normalise_root
+from .discovery import is_under, normalise_root
 from .errors import MMSearchError, ModelMismatchError, PathNotFoundError, StoreCorruptError
 from .progress import Progress
 from .records import IndexReport
@@ -94,7 +94,7 @@ def _old_files(old: Store, given: list[Path]) -> tuple[list[Path], int]:
     roots = {str(p) for p in given}
     carried, dropped = [], 0
     for path_text in sorted(old.catalog.all_items()):
-        if _under(path_text, roots):
+        if is_under(path_text, roots):
             continue
         path = Path(path_text)
         if path.is_file():
@@ -102,17 +102,6 @@ def _old_files(old: Store, given: list[Path]) -> tuple[list[Path], int]:
         else:
             dropped += 1
     return carried, dropped
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    current = path
-    while True:
-        if current in roots:
-            return True
-        parent = os.path.dirname(current)
-        if parent == current:
-            return False
-        current = parent
 
 
 def _prepare_shadow(settings: Settings, open_engine: EngineFactory) -> bool:
