@@ -123,7 +123,7 @@ class Engine:
         pipelines = [ImagePipeline(clip), TextPipeline(clip)]
         optional = []
         if self.clap_spec() is not None:
-            pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap)))
+            pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap), window_timeout=self.settings.file_timeout))
             if self.settings.audio_model is None and self.store.model_for("clap") is None:
                 optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
         indexer = Indexer(self.store, pipelines, batch_size=self.settings.batch_size,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -69,6 +69,8 @@ EAGER_AUDIO_SECONDS = 120.0
 class AudioPipeline(_ModelPipeline):
     modality: Modality = Modality.AUDIO
     role: str = "clap"
+    window_timeout: float | None = 60.0
+    """Seconds a long (streamed) file may take to produce its next window before it is recorded as failed."""
 
     def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
         from .decoding.audio import iter_audio_windows, probe_audio
@@ -79,7 +81,19 @@ class AudioPipeline(_ModelPipeline):
             for ordinal, w in enumerate(iter_audio_windows(path, sample_rate=self.encoder.sample_rate,
                                                            window_seconds=self.encoder.window_seconds))
         )
-        return list(windows) if info.duration <= EAGER_AUDIO_SECONDS else windows
+        if info.duration <= EAGER_AUDIO_SECONDS:
+            return list(windows)  # decoded whole, in the indexer's worker thread (under its per-file limit)
+        return self._streamed(path, windows)
+
+    def _streamed(self, path: Path, windows: Iterator[tuple[Segment, Any]]) -> Iterator[tuple[Segment, Any]]:
+        """Long files: decoded a few windows ahead in a thread of their own, each window under a time limit."""
+        from .errors import DecodeError
+        from .timeouts import TaskTimeout, streamed
+
+        try:
+            yield from streamed(windows, timeout=self.window_timeout, what="audio")
+        except TaskTimeout as exc:
+            raise DecodeError(path, f"timed out: no audio decoded for {exc.seconds:g} s") from None
 
     def encode(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.encoder.encode_audio(list(inputs))

@@ -171,3 +171,44 @@ def ordered(pool: DaemonPool, fn: Callable[[Any], Any], items: Sequence[Any], ah
     finally:
         for task in pending:  # the consumer stopped early (an error, a crash): drop what has not started
             task.cancel()
+
+
+_END = object()
+
+
+def streamed(items: Iterator[Any], *, timeout: float | None, ahead: int = 4, what: str = "item") -> Iterator[Any]:
+    """Iterate ``items`` in a daemon thread, at most ``ahead`` items in hand (memory stays bounded).
+    Waiting longer than ``timeout`` seconds for the next item raises ``TaskTimeout``; the stuck
+    producer is abandoned (it is a daemon thread). Errors of the producer are raised here."""
+    handoff: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((item, None), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((_END, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            handoff.put((_END, error))
+
+    threading.Thread(target=produce, name=f"mmsearch-stream-{what}", daemon=True).start()
+    try:
+        while True:
+            try:
+                item, error = handoff.get(timeout=timeout)
+            except queue.Empty:
+                raise TaskTimeout(timeout) from None
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

@@ -175,3 +175,31 @@ def test_every_corpus_audio_file_is_indexed_or_failed_with_a_reason(corpus, make
             assert failed[path].strip()
         elif row["decodes"] == "no":
             pytest.fail(f"{row['path']} does not decode with soundfile but was indexed")
+
+
+def test_a_stuck_long_audio_file_times_out(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    import mmsearch.decoding.audio as audio
+    from mmsearch.decoding.audio import AudioInfo, AudioWindow
+    from mmsearch.errors import DecodeError
+    from mmsearch.pipelines import AudioPipeline
+
+    release = threading.Event()
+
+    def stuck_windows(path, **kwargs):
+        yield AudioWindow(0.0, 10.0, np.zeros(16, np.float32))
+        release.wait(30)  # a decoder that stops answering
+
+    monkeypatch.setattr(audio, "probe_audio", lambda path: AudioInfo(3600.0, 16000, 1, 3600 * 16000, "WAV"))
+    monkeypatch.setattr(audio, "iter_audio_windows", stuck_windows)
+    encoder = type("Encoder", (), {"sample_rate": 16000, "window_seconds": 10.0})()
+    parts = AudioPipeline(encoder, window_timeout=0.5).decode(tmp_path / "endless.wav")
+    started = time.monotonic()
+    first = next(iter(parts))
+    assert first[0].start == 0.0
+    with pytest.raises(DecodeError, match="timed out"):
+        list(parts)
+    assert time.monotonic() - started < 5
+    release.set()
