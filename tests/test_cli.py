@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY, write_image
+from conftest import TINY
 
 from mmsearch_cli.app import app
 

@@ -240,7 +240,7 @@ def test_a_stuck_decoder_times_out_and_the_run_goes_on(tmp_path, hostile_engine,
 
 def test_a_stuck_thread_does_not_keep_the_process_alive(tmp_path):
     """Exit with a decoder thread still stuck: the worker threads are daemons."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys, threading, time
         from pathlib import Path
         import numpy as np
@@ -251,7 +251,7 @@ def test_a_stuck_thread_does_not_keep_the_process_alive(tmp_path):
 
         class Stuck:
             modality, role, dim = Modality.TEXT, "clip", 4
-            encoder = type("E", (), {{"identity": ModelIdentity("fake:x", "fake", 4, False)}})()
+            encoder = type("E", (), {"identity": ModelIdentity("fake:x", "fake", 4, False)})()
             def decode(self, path):
                 if path.name == "stuck.txt":
                     threading.Event().wait()          # forever

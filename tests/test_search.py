@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import sentence, write_image, write_text
+from conftest import sentence, write_text
 
 from mmsearch.errors import PathNotFoundError, QueryError, UsageError
 from mmsearch.queries import Query
