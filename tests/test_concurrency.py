@@ -28,7 +28,7 @@ def test_searches_keep_working_while_another_process_indexes(tmp_path, tiny_clip
     seed = make_folder(tmp_path / "seed", images=4, texts=4, seed=3)
     first = server.spawn(_index_args(seed, store))
     assert first.wait() == (0, None), first.err.read_text()
-    big = make_folder(tmp_path / "big", images=160, texts=160, seed=4)
+    big = make_folder(tmp_path / "big", images=200, texts=200, seed=4)
 
     writer = server.spawn(_index_args(big, store))
     searches, others, seen_counts = 0, {}, []
@@ -46,7 +46,7 @@ def test_searches_keep_working_while_another_process_indexes(tmp_path, tiny_clip
                 assert held <= set(opened.catalog.segment_ids(modality).tolist())
             seen_counts.append(files.get("image", 0) + files.get("text", 0))
         searches += 1
-        if searches == 2 and writer.running():
+        if searches == 1 and writer.running():
             for name, args in (("index", _index_args(seed, store)),
                                ("remove", ["remove", str(seed), "--store", str(store)]),
                                ("verify --repair", ["verify", "--repair", "--store", str(store)])):
@@ -58,9 +58,9 @@ def test_searches_keep_working_while_another_process_indexes(tmp_path, tiny_clip
             others["verify"] = (*verify_child.wait(), 0.0, verify_child.out.read_text())
     assert writer.wait() == (0, None), writer.err.read_text()
 
-    assert searches >= 5
-    assert seen_counts == sorted(seen_counts) and seen_counts[-1] == 328  # grew, never went back
-    assert len(set(seen_counts)) >= 3, "the searches did not overlap the indexing run"
+    assert searches >= 3
+    assert seen_counts == sorted(seen_counts) and seen_counts[-1] == 408  # grew, never went back
+    assert any(8 < count < 408 for count in seen_counts), "no search saw the indexing run half done"
     for name in ("index", "remove", "verify --repair"):
         code, sig, seconds, stderr = others[name]
         assert (code, sig) == (2, None), (name, stderr)
