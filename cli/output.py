@@ -67,7 +67,7 @@ def print_hits(hits: tuple[Hit, ...]) -> None:
 
 
 def print_status(status: StoreStatus) -> None:
-    meaning = "" if status.semantic else "  (random weights: these vectors have no semantic meaning)"
+    meaning = "" if status.semantic or not status.model else "  (random weights: these vectors have no semantic meaning)"
     print(f"store    {status.store}")
     print(f"model    {status.model or '(none yet)'}{meaning}")
     if "audio_model" in status.extra:
