@@ -93,6 +93,14 @@ class _Replicated(VectorIndex):
         return self._gpu_resources
 
 
+def _clone_to_gpu(index):
+    """A GPU copy of a replicated index's CPU master, with its ``float16`` and ``device`` parameters."""
+    faiss = _faiss()
+    options = faiss.GpuClonerOptions()
+    options.useFloat16 = bool(index.params["float16"])
+    return faiss.index_cpu_to_gpu(index._resources(), int(index.params["device"]), index._index, options)
+
+
 class GpuFlatIndex(_Replicated):
     """Exact search on a FAISS GPU; ``float16=True`` halves the GPU memory at a small cost in precision."""
 
@@ -105,10 +113,7 @@ class GpuFlatIndex(_Replicated):
         return faiss_gpu_count() > 0
 
     def _make_replica(self):
-        faiss = _faiss()
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = bool(self.params["float16"])
-        return faiss.index_cpu_to_gpu(self._resources(), int(self.params["device"]), self._index, options)
+        return _clone_to_gpu(self)
 
 
 class GpuIVFIndex(_Replicated, IVFFlatIndex):
@@ -124,9 +129,7 @@ class GpuIVFIndex(_Replicated, IVFFlatIndex):
 
     def _make_replica(self):
         faiss = _faiss()
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = bool(self.params["float16"])
-        replica = faiss.index_cpu_to_gpu(self._resources(), int(self.params["device"]), self._index, options)
+        replica = _clone_to_gpu(self)
         faiss.GpuParameterSpace().set_index_parameter(replica, "nprobe", min(GPU_MAX_K, int(self.params["nprobe"])))
         return replica
 
