@@ -16,7 +16,7 @@ from .bench import bench_app
 from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
 from .index_admin import register as register_index_admin
 from .maintenance import index_reembed, register as register_maintenance
-from .output import (BarProgress, emit_json, hit_json, print_hits, print_report, print_status, report_json,
+from .output import (BarProgress, emit_json, hit_json, print_hits, print_notes, print_report, print_status, report_json,
                      status_json)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -65,8 +65,7 @@ def index(
     else:
         with Engine.open(settings, create=True) as engine:
             report = engine.index(paths, progress=BarProgress(enabled=True))
-    for note in report.notes:
-        typer.echo(f"mmsearch: note: {note}", err=True)
+    print_notes(report.notes)
     if json:
         emit_json(report_json(report))
     else:
@@ -93,8 +92,7 @@ def search(
     with Engine.open(settings) as engine:
         result = engine.search(Query(text=text, image=image, audio=audio), kind=kind, k=k if k is not None else 10,
                                path_glob=path, strict_k=k is not None)
-    for note in result.notes:
-        typer.echo(f"mmsearch: note: {note}", err=True)
+    print_notes(result.notes)
     if json:
         emit_json([hit_json(hit) for hit in result.hits])
     else:

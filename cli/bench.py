@@ -11,7 +11,7 @@ from mmsearch.records import Modality
 
 from .bench_output import print_recall, print_throughput, recall_json, throughput_json
 from .errors import guarded
-from .output import BarProgress, emit_json
+from .output import BarProgress, emit_json, print_notes
 
 bench_app = typer.Typer(
     no_args_is_help=True,
@@ -103,8 +103,7 @@ def recall(
         encoder = _load_encoder(modality, settings)
         report = run_recall(pair_set, *_encoders(modality, encoder), batch_size=settings.batch_size,
                             workers=settings.workers, progress=progress)
-    for note in report.notes:
-        typer.echo(f"mmsearch: note: {note}", err=True)
+    print_notes(report.notes)
     if report.failed:
         typer.echo(f"mmsearch: note: {len(report.failed)} of {report.media} media could not be decoded and are left "
                    f"out with their {report.excluded_captions} captions:", err=True)

@@ -11,6 +11,12 @@ from tqdm import tqdm
 from mmsearch.records import Hit, IndexReport, StoreStatus
 
 
+def print_notes(notes) -> None:
+    """What the user should know about a result, one line each on stderr (stdout stays parseable)."""
+    for note in notes:
+        sys.stderr.write(f"mmsearch: note: {note}\n")
+
+
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
