@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from sqlalchemy import select
 
-from .catalog import Catalog, items
+from .catalog import Catalog, items, next_id
 from .records import Modality
 
 _IN_CHUNK = 500
@@ -26,14 +26,6 @@ def _existing(conn, paths: Sequence[str]) -> dict[str, int]:
         found.update({row.path: int(row.id) for row in
                       conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
     return found
-
-
-def _next_id(conn, table: str) -> int:
-    top = conn.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
-    if table == "segments":  # AUTOINCREMENT: never reuse an id handed out before, even a deleted one
-        row = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").scalar()
-        top = max(top, row or 0)
-    return int(top) + 1
 
 
 def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts: Sequence[str | None],
@@ -55,7 +47,7 @@ def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts
                 "UPDATE items SET modality = ?, size = 0, mtime_ns = 0, content_hash = NULL, state = 'indexed', "
                 "error = NULL, updated_at = ? WHERE id = ?",
                 [(modality.value, now, item_id) for item_id in existing.values()])
-        next_item = _next_id(conn, "items")
+        next_item = next_id(conn, "items")
         item_ids = []
         new_items = []
         for path in unique_paths:
@@ -69,7 +61,7 @@ def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts
             conn.exec_driver_sql(
                 "INSERT INTO items (id, path, modality, size, mtime_ns, content_hash, state, error, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new_items)
-        first_segment = _next_id(conn, "segments")
+        first_segment = next_id(conn, "segments")
         segment_ids = range(first_segment, first_segment + len(item_ids))
         conn.exec_driver_sql(
             'INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end") VALUES (?, ?, ?, 0, ?, NULL, NULL)',

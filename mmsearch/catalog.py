@@ -82,6 +82,16 @@ RETRY = "retry"
 FAILED_STATES = (FAILED, RETRY)
 
 
+def next_id(conn: Connection, table: str) -> int:
+    """The next free id of ``items`` or ``segments``; segments (AUTOINCREMENT) never reuse an id handed
+    out before, even a deleted one, so a stale index file can never point at a new segment."""
+    top = conn.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
+    if table == "segments":
+        row = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").scalar()
+        top = max(top, row or 0)
+    return int(top) + 1
+
+
 @dataclass(frozen=True)
 class ItemRow:
     id: int
@@ -340,13 +350,35 @@ class Catalog:
     def put_item(self, conn: Connection, *, path: str, modality: Modality, size: int, mtime_ns: int,
                  content_hash: str | None, state: str, error: str | None = None) -> int:
         """Insert or replace the item row for ``path`` (keeping its id); returns the id."""
-        values = dict(modality=modality.value, size=size, mtime_ns=mtime_ns, content_hash=content_hash,
-                      state=state, error=error, updated_at=time.time())
-        existing = conn.execute(select(items.c.id).where(items.c.path == path)).scalar_one_or_none()
-        if existing is None:
-            return int(conn.execute(insert(items).values(path=path, **values)).inserted_primary_key[0])
-        conn.execute(update(items).where(items.c.id == existing).values(**values))
-        return int(existing)
+        return self.put_items(conn, [ItemRow(0, path, modality, size, mtime_ns, content_hash, state, error)])[0]
+
+    def put_items(self, conn: Connection, rows: Sequence[ItemRow]) -> list[int]:
+        """``put_item`` for many rows (distinct paths; their ``id`` is ignored) in a few statements; returns
+        their ids in order. New rows get ids assigned here: the caller holds the writer lock inside an
+        IMMEDIATE transaction."""
+        existing: dict[str, int] = {}
+        for start in range(0, len(rows), 500):
+            chunk = [row.path for row in rows[start:start + 500]]
+            existing.update({path: int(item_id) for item_id, path in
+                             conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
+        now = time.time()
+        changed = [(r.modality.value, r.size, r.mtime_ns, r.content_hash, r.state, r.error, now, existing[r.path])
+                   for r in rows if r.path in existing]
+        if changed:
+            conn.exec_driver_sql("UPDATE items SET modality = ?, size = ?, mtime_ns = ?, content_hash = ?, state = ?, "
+                                 "error = ?, updated_at = ? WHERE id = ?", changed)
+        next_item = next_id(conn, "items")
+        ids, new = [], []
+        for r in rows:
+            item_id = existing.get(r.path)
+            if item_id is None:
+                item_id, next_item = next_item, next_item + 1
+                new.append((item_id, r.path, r.modality.value, r.size, r.mtime_ns, r.content_hash, r.state, r.error, now))
+            ids.append(item_id)
+        if new:
+            conn.exec_driver_sql("INSERT INTO items (id, path, modality, size, mtime_ns, content_hash, state, error, "
+                                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
+        return ids
 
     def drop_segments(self, conn: Connection, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
         """Delete the segments (and vectors) of these items; returns the removed segment ids per modality."""
@@ -361,15 +393,27 @@ class Catalog:
     def add_segments(self, conn: Connection, item_id: int, modality: Modality, parts: Sequence[Segment],
                      matrix: np.ndarray) -> list[int]:
         """Insert segments with their vectors; returns their new ids in order."""
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        ids = []
-        for part, vector in zip(parts, matrix):
-            seg_id = conn.execute(insert(segments).values(
-                item_id=item_id, modality=modality.value, ordinal=part.ordinal, text=part.text,
-                start=part.start, end=part.end)).inserted_primary_key[0]
-            ids.append(int(seg_id))
-        if ids:
-            conn.execute(insert(vectors), [{"segment_id": i, "vector": v.tobytes()} for i, v in zip(ids, matrix)])
+        return self.add_segments_many(conn, [(item_id, modality, parts, matrix)])[0]
+
+    def add_segments_many(self, conn: Connection,
+                          entries: Sequence[tuple[int, Modality, Sequence[Segment], np.ndarray]]) -> list[list[int]]:
+        """``add_segments`` for many items in two statements; ids are assigned here, above every id the
+        table has ever handed out (the caller holds the writer lock inside an IMMEDIATE transaction)."""
+        first = next_id(conn, "segments")
+        ids: list[list[int]] = []
+        segment_rows, vector_rows = [], []
+        for item_id, modality, parts, matrix in entries:
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            own = list(range(first, first + len(parts)))
+            first += len(parts)
+            ids.append(own)
+            for seg_id, part, vector in zip(own, parts, matrix):
+                segment_rows.append((seg_id, item_id, modality.value, part.ordinal, part.text, part.start, part.end))
+                vector_rows.append((seg_id, vector.tobytes()))
+        if segment_rows:
+            conn.exec_driver_sql('INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end") '
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", segment_rows)
+            conn.exec_driver_sql("INSERT INTO vectors (segment_id, vector) VALUES (?, ?)", vector_rows)
         return ids
 
     def copy_segments(self, conn: Connection, source_item: int, target_item: int) -> tuple[Modality | None, list[int], np.ndarray]:

@@ -75,6 +75,8 @@ class _Batch:
         self.inputs: list[Any] = []
         self.owners: list[_FileWork] = []
         self.files: list[_FileWork] = []
+        self._ready = 0
+        """Segments of the complete files in ``files``."""
 
     def add(self, work: _FileWork, parts: Iterable[tuple[Segment, Any]],
             check: Callable[[MediaFile], None] | None = None) -> None:
@@ -94,6 +96,8 @@ class _Batch:
             if check is not None:
                 check(work.media)
             work.decoded = True
+            if work.complete:
+                self._ready += len(work.segments)
         except BaseException:
             self.files.remove(work)
             keep = [i for i, owner in enumerate(self.owners) if owner is not work]
@@ -107,14 +111,17 @@ class _Batch:
         vectors = self.pipeline.encode(self.inputs)
         for owner, vector in zip(self.owners, vectors):
             owner.vectors.append(vector)
+            if owner.complete:  # its last vector (a file still being read is not decoded yet)
+                self._ready += len(owner.segments)
         self.inputs, self.owners = [], []
 
     def ready(self) -> int:
-        return sum(len(w.segments) for w in self.files if w.complete)
+        return self._ready
 
     def take_complete(self) -> list[_FileWork]:
         done = [w for w in self.files if w.complete]
         self.files = [w for w in self.files if not w.complete]
+        self._ready = 0
         return done
 
 
@@ -307,7 +314,8 @@ class Indexer:
                         raise DecodeError(item.media.path, self._timeout_reason(parts, "decoding"))
                     if isinstance(parts, DecodeError):
                         raise parts
-                    batch.add(item, parts, check=_unchanged_since_found)
+                    # eagerly decoded files were re-checked in the worker; lazy ones once read to the end
+                    batch.add(item, parts, check=None if isinstance(parts, list) else _unchanged_since_found)
                 except DecodeError as exc:
                     failed.append(FailedFile(str(item.media.path), exc.reason))
                     if isinstance(exc, _Unreadable):
@@ -324,7 +332,10 @@ class Indexer:
 
     def _decode(self, media: MediaFile) -> Iterable[tuple[Segment, Any]] | DecodeError:
         try:
-            return self.pipelines[media.modality].decode(media.path)
+            parts = self.pipelines[media.modality].decode(media.path)
+            if isinstance(parts, list):  # read to the end already: re-check the file here, off the main thread
+                _unchanged_since_found(media)
+            return parts
         except DecodeError as exc:
             return exc
         except Exception as exc:  # a decoder bug must not abort the run: record it against the file
@@ -337,16 +348,15 @@ class Indexer:
         catalog = self.store.catalog
         added: list[tuple[Modality, list[int], np.ndarray]] = []
         with catalog.transaction() as conn:
-            item_ids = []
-            for work in done:
-                media = work.media
-                item_ids.append(catalog.put_item(conn, path=str(media.path), modality=media.modality, size=media.size,
-                                                 mtime_ns=media.mtime_ns, content_hash=work.content_hash, state=INDEXED))
+            item_ids = catalog.put_items(conn, [
+                ItemRow(0, str(w.media.path), w.media.modality, w.media.size, w.media.mtime_ns, w.content_hash,
+                        INDEXED, None)
+                for w in done])
             dropped = catalog.drop_segments(conn, item_ids)
-            for work, item_id in zip(done, item_ids):
-                matrix = np.vstack(work.vectors)
-                ids = catalog.add_segments(conn, item_id, work.media.modality, work.segments, matrix)
-                added.append((work.media.modality, ids, matrix))
+            matrices = [np.vstack(work.vectors) for work in done]
+            new_ids = catalog.add_segments_many(conn, [(item_id, work.media.modality, work.segments, matrix)
+                                                       for work, item_id, matrix in zip(done, item_ids, matrices)])
+        added = [(work.media.modality, ids, matrix) for work, ids, matrix in zip(done, new_ids, matrices)]
         self._drop_from_indexes(dropped)
         for modality, ids, matrix in added:
             self.store.loaded_index(modality, matrix.shape[1]).add(ids, matrix)
