@@ -26,6 +26,12 @@ STALE_FRACTION = 0.1
 """The replica is rebuilt once removals (or, for CAGRA, additions since its build) pass this share."""
 GPU_MAX_K = 2048
 """FAISS GPU k-selection limit (k and nprobe)."""
+TORCH_SCORE_ELEMENTS = 1 << 30
+"""``torch-flat`` on a GPU computes at most this many scores at once (queries x vectors; 2 GiB in
+float16, fewer where an eighth of the free GPU memory is less) and scans the vectors in blocks of that
+size: at 10M x 512 the fastest block measured on an H100 (benchmarks/bench_gpu_search.py)."""
+CPU_SCORE_ELEMENTS = 1 << 25
+"""The same on a CPU (128 MiB of float32 scores)."""
 
 
 class _Replicated(VectorIndex):
@@ -199,6 +205,48 @@ class CagraIndex(_Replicated):
         return scores, ids
 
 
+def _score_elements(replica) -> int:
+    import torch
+
+    if replica.device.type != "cuda":
+        return CPU_SCORE_ELEMENTS
+    free, _ = torch.cuda.mem_get_info(replica.device)
+    return max(1 << 20, min(TORCH_SCORE_ELEMENTS, free // (8 * replica.element_size())))
+
+
+TOPK_GROUP = 512
+"""``torch-flat`` finds a block's top-k through the maxima of groups of this many scores (see ``_top_k``)."""
+
+
+def _top_k(scores, k: int):
+    """Exact row-wise top-k of a (queries, n) score matrix, faster than ``torch.topk`` on long rows.
+
+    Each row is cut into groups of ``TOPK_GROUP``; only the k groups with the highest maxima can hold
+    the row's k best scores (a group holding one of them has a maximum at least as high, and the
+    maxima of other groups are all distinct scores), so a top-k over the group maxima, then over the
+    scores of those k groups, gives the answer: two short selections and one pass of max instead of a
+    selection over the whole row."""
+    import torch
+
+    rows, n = scores.shape
+    k = min(k, n)
+    group = TOPK_GROUP
+    usable = n - n % group
+    if usable < 4 * k * group:  # short rows: the plain selection is as fast
+        top = torch.topk(scores, k, dim=1)
+        return top.values, top.indices
+    grouped = scores[:, :usable].view(rows, usable // group, group)
+    best_groups = torch.topk(grouped.amax(dim=2), k, dim=1).indices  # (rows, k)
+    candidates = torch.gather(grouped, 1, best_groups[:, :, None].expand(-1, -1, group)).reshape(rows, k * group)
+    positions = (best_groups[:, :, None] * group + torch.arange(group, device=scores.device)).reshape(rows, k * group)
+    if usable < n:  # the tail that fills no whole group is kept as candidates
+        candidates = torch.cat([candidates, scores[:, usable:]], 1)
+        tail = torch.arange(usable, n, device=scores.device).expand(rows, -1)
+        positions = torch.cat([positions, tail], 1)
+    top = torch.topk(candidates, k, dim=1)
+    return top.values, torch.gather(positions, 1, top.indices)
+
+
 class TorchFlatIndex(_Replicated):
     """Exact search through torch: one matrix product and a top-k, float16 on a GPU (float32 on a CPU,
     where it returns exactly what ``flat`` does)."""
@@ -224,14 +272,25 @@ class TorchFlatIndex(_Replicated):
         ids = self._held_ids()
         _, vectors = self.vectors_of(ids)
         self._replica_ids = ids
+        self._spare = None
         return torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(device=device, dtype=dtype)
 
     def _replica_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Append in place; the buffers double when full, so adding a batch at a time stays linear."""
         import torch
 
-        block = torch.from_numpy(vectors).to(device=self._replica.device, dtype=self._replica.dtype)
-        self._replica = torch.cat([self._replica, block])
-        self._replica_ids = np.concatenate([self._replica_ids, ids])
+        held, count = self._replica.shape[0], len(ids)
+        if self._spare is None or held + count > self._spare[0].shape[0]:
+            capacity = max(held + count, 2 * held, 1024)
+            rows = torch.empty((capacity, self.dim), device=self._replica.device, dtype=self._replica.dtype)
+            rows[:held] = self._replica
+            spare_ids = np.empty(capacity, np.int64)
+            spare_ids[:held] = self._replica_ids
+            self._spare = (rows, spare_ids)
+        rows, spare_ids = self._spare
+        rows[held:held + count] = torch.from_numpy(vectors).to(device=rows.device, dtype=rows.dtype)
+        spare_ids[held:held + count] = ids
+        self._replica, self._replica_ids = rows[:held + count], spare_ids[:held + count]
 
     def _native_remove(self, ids: np.ndarray) -> int:
         import torch
@@ -241,17 +300,32 @@ class TorchFlatIndex(_Replicated):
             keep = ~np.isin(self._replica_ids, ids)
             self._replica = self._replica[torch.from_numpy(keep).to(self._replica.device)]
             self._replica_ids = self._replica_ids[keep]
+            self._spare = None
         return removed
 
     def _replica_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores for a block of vectors at a time (at most ``TORCH_SCORE_ELEMENTS``), each block's top-k
+        merged into the running top-k: memory stays bounded whatever the batch and the index size."""
         import torch
 
+        rows = int(self._replica.shape[0])
+        block = max(k, _score_elements(self._replica) // max(1, len(queries)))
         with torch.inference_mode():
             batch = torch.from_numpy(queries).to(device=self._replica.device, dtype=self._replica.dtype)
-            scores = batch @ self._replica.T
-            top = torch.topk(scores.float(), min(k, scores.shape[1]), dim=1)
-        positions = top.indices.cpu().numpy()
-        return top.values.cpu().numpy().astype(np.float32), self._replica_ids[positions]
+            best_scores = best_positions = None
+            for start in range(0, rows, block):
+                scores = batch @ self._replica[start:start + block].T
+                if scores.device.type == "cpu" and scores.dtype != torch.float32:
+                    scores = scores.float()
+                values, positions = _top_k(scores, k)
+                positions += start
+                if best_scores is not None:
+                    values, positions = torch.cat([best_scores, values], 1), torch.cat([best_positions, positions], 1)
+                    top = torch.topk(values, k, dim=1)
+                    values, positions = top.values, torch.gather(positions, 1, top.indices)
+                best_scores, best_positions = values, positions
+            scores, positions = best_scores.float().cpu().numpy(), best_positions.cpu().numpy()
+        return scores, self._replica_ids[positions]
 
     @property
     def on_gpu(self) -> bool:

@@ -207,3 +207,47 @@ def test_an_untrained_index_trains_on_its_first_vectors(data):
     assert index.is_trained and index.params["nlist"] == 1000 // 39
     assert index.params["nprobe"] == index.params["nlist"]
     assert np.array_equal(index.search(queries, K).ids, exact_top_k(queries, base[:1000], ids[:1000], K).ids)
+
+
+def test_torch_flat_scans_in_blocks_and_merges_to_the_exact_answer(data, monkeypatch):
+    """A batch x index too big for one score matrix is scanned a block of vectors at a time."""
+    from mmsearch import gpu_indexes
+
+    monkeypatch.setattr(gpu_indexes, "CPU_SCORE_ELEMENTS", 40 * 97)  # 40 queries: blocks of 97 vectors
+    base, ids, queries = data
+    index = build("torch-flat", base, ids)
+    found = index.search(queries, K)
+    truth = exact_top_k(queries, base, ids, K)
+    assert np.array_equal(found.ids, truth.ids)
+    np.testing.assert_allclose(found.scores, truth.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [7, 640, 64 * 41 + 5, 100_000])
+def test_torch_flat_top_k_through_group_maxima_is_exact(n):
+    import torch
+
+    from mmsearch.gpu_indexes import _top_k
+
+    generator = torch.Generator().manual_seed(n)
+    scores = torch.randn(33, n, generator=generator)
+    values, positions = _top_k(scores, 10)
+    truth = torch.topk(scores, min(10, n), dim=1)
+    assert torch.equal(values, truth.values) and torch.equal(positions, truth.indices)
+    ties = torch.randint(0, 5, (33, n), generator=generator).float()  # many equal scores
+    values, positions = _top_k(ties, 10)
+    assert torch.equal(values, torch.topk(ties, min(10, n), dim=1).values)
+    assert torch.equal(torch.gather(ties, 1, positions), values)
+    assert all(len(set(row)) == len(row) for row in positions.tolist())
+
+
+def test_torch_flat_grows_in_place_through_many_small_adds_and_removals(data):
+    """An index run adds a batch at a time: the replica grows in its spare room, and stays exact."""
+    base, ids, queries = data
+    index = create_index("torch-flat", DIM, PARAMS["torch-flat"])
+    for start in range(0, N, 37):
+        index.add(ids[start:start + 37], base[start:start + 37])
+    assert index._replica.shape[0] == N and index._spare[0].shape[0] >= N
+    check(index.search(queries, K), exact_top_k(queries, base, ids, K), "torch-flat")
+    index.remove(ids[:100])
+    index.add(ids[:100], base[:100])
+    check(index.search(queries, K), exact_top_k(queries, base, ids, K), "torch-flat")
