@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .decoding.images import load_image
+from .decoding.images import load_image, load_jpeg_pixels
 from .decoding.text import load_passages
 from .records import Modality, Segment
 
@@ -40,6 +40,12 @@ class ImagePipeline(_ModelPipeline):
     role: str = "clip"
 
     def decode(self, path: Path) -> list[tuple[Segment, Any]]:
+        if getattr(self.encoder, "device_preprocess", False):
+            from .encoders.clip import DEVICE_RESIZE_MAX_PIXELS
+
+            pixels = load_jpeg_pixels(path, max_pixels=DEVICE_RESIZE_MAX_PIXELS)
+            if pixels is not None:
+                return [(Segment(0), self.encoder.preprocess(pixels))]
         image = load_image(path, target_size=self.encoder.image_size)
         return [(Segment(0), self.encoder.preprocess(image))]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .encoders.runtime import default_workers
 from .discovery import discover, normalise_root
 from .errors import DecodeError, UsageError
 from .indexer import Indexer
@@ -92,7 +93,9 @@ def measure_index_throughput(
     with tempfile.TemporaryDirectory(prefix="mmsearch-bench-", dir=store_dir) as tmp:
         store = Store.open(Path(tmp) / "store", create=True)
         try:
-            indexer = Indexer(store, [pipeline, TextPipeline(encoder)], batch_size=batch_size, workers=workers,
+            device = str(getattr(getattr(encoder, "runtime", None), "device", "auto"))
+            indexer = Indexer(store, [pipeline, TextPipeline(encoder)], batch_size=batch_size,
+                              workers=workers or default_workers(device),
                               progress=progress)
             started = time.perf_counter()
             report = indexer.run(roots)

@@ -57,6 +57,65 @@ def load_image(path: Path, *, target_size: int | None = None, max_pixels: int = 
         raise DecodeError(path, f"image could not be decoded ({reason[:200]})") from exc
 
 
+def load_jpeg_pixels(path: Path, *, max_pixels: int):
+    """A plain JPEG (8-bit, grey or colour, baseline or progressive, at most ``max_pixels``) decoded by
+    libjpeg-turbo through torchvision, EXIF orientation applied: (3,H,W) uint8 pixels. No Python runs per
+    pixel or per marker, and torchvision lets go of the GIL, so many threads decode at once. None for
+    anything else (other files, CMYK, arithmetic coding, larger images, or data it cannot decode), which
+    then goes through ``load_image``, whose error messages are the ones reported."""
+    try:
+        with open(path, "rb") as handle:
+            data = bytearray(handle.read())
+    except OSError:
+        return None
+    frame = jpeg_frame(data)
+    if frame is None or frame[0] * frame[1] > max_pixels:
+        return None
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB,
+                           apply_exif_orientation=True)
+    except (RuntimeError, ValueError):
+        return None
+
+
+_OTHER_FRAMES = frozenset(range(0xC3, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""Frame markers of the JPEG coding processes that ``load_jpeg_pixels`` leaves to Pillow (lossless,
+hierarchical, arithmetic); 0xC4, 0xC8 and 0xCC are other segments."""
+
+
+def jpeg_frame(data: bytes | bytearray) -> tuple[int, int, int] | None:
+    """(width, height, components) from the frame header of an 8-bit Huffman-coded JPEG with one or three
+    components (baseline or progressive); None for anything else."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            position += 2
+            continue
+        if marker in (0xC0, 0xC1, 0xC2):
+            if position + 10 > end:
+                return None
+            precision, components = data[position + 4], data[position + 9]
+            height = int.from_bytes(data[position + 5:position + 7], "big")
+            width = int.from_bytes(data[position + 7:position + 9], "big")
+            ok = precision == 8 and components in (1, 3) and width > 0 and height > 0
+            return (width, height, components) if ok else None
+        if marker in _OTHER_FRAMES or marker in (0xD9, 0xDA):  # another coding process, or no frame first
+            return None
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return None
+
+
 def _draft_request(width: int, height: int, target: int) -> tuple[int, int]:
     """Draft picks the smallest scale >= the request; ask for the size whose short side is ``target``."""
     scale = target / min(width, height)

@@ -41,8 +41,9 @@ class ImageTextEncoder(Protocol):
     def preprocess(self, image: "Image.Image") -> "torch.Tensor":
         """PIL RGB image -> model input tensor (C,H,W). Thread-safe; runs in decoding workers."""
 
-    def encode_images(self, pixels: "torch.Tensor") -> np.ndarray:
-        """(N,C,H,W) batch from ``preprocess`` -> (N, dim) float32, rows L2-normalised."""
+    def encode_images(self, pixels: "torch.Tensor | Sequence[torch.Tensor]") -> np.ndarray:
+        """``preprocess`` outputs, stacked as a (N,C,H,W) batch when they have one shape, else as a
+        list -> (N, dim) float32, rows L2-normalised."""
 
     def encode_texts(self, texts: Sequence[str]) -> TextEncoding:
         """Texts -> (N, dim) float32, rows L2-normalised; over-long texts are truncated and flagged."""

@@ -18,6 +18,9 @@ from .specs import RANDOM_SEED, ModelSpec, fingerprint, parse_spec
 
 log = logging.getLogger(__name__)
 
+DEVICE_RESIZE_MAX_PIXELS = 4_000_000
+"""With the model on a GPU, images up to this many pixels are resized there; larger ones are resized in
+the decoding thread (JPEGs over it are decoded by Pillow in draft mode, at about the model's size)."""
 BUILTIN_CONFIGS = Path(__file__).parent / "configs"
 """Architectures shipped with mmsearch (``test-tiny``), registered with open_clip when first asked for."""
 
@@ -56,15 +59,76 @@ class ClipEncoder:
         self.context_length = int(getattr(tokenizer, "context_length", 77))
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._pixel_steps, self._normalise = _split_preprocess(preprocess)
+        self._short_side_resize = _short_side_resize(self._pixel_steps, self.image_size)
+        self._thread_state = threading.local()
+        self.device_preprocess = runtime.device == "cuda" and self._pixel_steps is not None \
+            and os.environ.get("MMSEARCH_GPU_PREPROCESS", "1") != "0"
+        """JPEGs decoded by libjpeg-turbo through torchvision (no Python in the loop), resized and cropped
+        on the GPU (MMSEARCH_GPU_PREPROCESS=0: Pillow and the CPU, as without a GPU)."""
 
     def preprocess(self, image):
-        return self._preprocess(image)
+        """One image's model input, made in a decoding thread from a PIL image or from (C,H,W) uint8
+        pixels (a JPEG decoded by ``load_jpeg_pixels``).
+
+        When the model's preprocessing ends in ToTensor + Normalize (open_clip's always does) the input is
+        8-bit (C,H,W) pixels at the model's size, and those two steps run batched on the model's device in
+        ``encode_images``: a quarter of the bytes to stack and copy, no float work here. With the model on
+        a GPU (``device_preprocess``) the resize and crop run there too, by the same transforms on tensors,
+        and the input is already on the GPU; images over ``DEVICE_RESIZE_MAX_PIXELS`` are resized here."""
+        import torch
+
+        if self._pixel_steps is None:
+            if torch.is_tensor(image):
+                from PIL import Image
+
+                image = Image.fromarray(image.permute(1, 2, 0).numpy())
+            return self._preprocess(image)
+        if not self.device_preprocess:
+            return self._to_model_size(self._host_pixels(image))
+        if self.runtime.device != "cuda":  # the same steps on another device (how the tests run them)
+            return self._to_model_size(self._host_pixels(image, on_device=True))
+        # Each decoding thread has a CUDA stream of its own: its copies and resizes run beside the model's
+        # work instead of queueing behind it, and the result is complete when it is handed over.
+        stream = getattr(self._thread_state, "stream", None)
+        if stream is None:
+            stream = self._thread_state.stream = torch.cuda.Stream(device=self.runtime.device)
+        with torch.cuda.stream(stream):
+            pixels = self._to_model_size(self._host_pixels(image, on_device=True))
+        stream.synchronize()
+        return pixels
+
+    def _host_pixels(self, image, *, on_device: bool = False):
+        """(C,H,W) uint8 pixels of a PIL image or a decoded tensor; on the model's device if ``on_device``.
+        PIL images are resized here first unless they go to the device and are not over the size limit."""
+        import torch
+
+        if torch.is_tensor(image):
+            return image.to(self.runtime.device, non_blocking=True) if on_device else image
+        if not on_device or image.width * image.height > DEVICE_RESIZE_MAX_PIXELS:
+            image = self._pixel_steps(image)
+        pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
+        if on_device:  # (H,W,C) rows are copied as they are and turned around there
+            pixels = pixels.to(self.runtime.device, non_blocking=True)
+        return pixels.permute(2, 0, 1)
+
+    def _to_model_size(self, pixels):
+        if tuple(pixels.shape[1:]) == (self.image_size, self.image_size):
+            return pixels
+        if self._short_side_resize is None:
+            return self._pixel_steps(pixels)
+        return _resize_and_crop(pixels, *self._short_side_resize)
 
     def encode_images(self, pixels) -> np.ndarray:
         import torch
 
-        with torch.inference_mode(), self.runtime.autocast():
-            features = self.model.encode_image(pixels.to(self.runtime.device, non_blocking=True))
+        with torch.inference_mode():
+            pixels = pixels.to(self.runtime.device, non_blocking=True)
+            if pixels.dtype == torch.uint8:  # what ToTensor + Normalize do, in the same order
+                mean, std = self._normalise
+                pixels = pixels.float().div_(255).sub_(mean.to(pixels.device)).div_(std.to(pixels.device))
+            with self.runtime.autocast():
+                features = self.model.encode_image(pixels)
         return l2_normalise(features.float().cpu().numpy())
 
     def count_tokens(self, text: str) -> int:
@@ -79,6 +143,57 @@ class ClipEncoder:
         with torch.inference_mode(), self.runtime.autocast():
             features = self.model.encode_text(tokens.to(self.runtime.device))
         return TextEncoding(l2_normalise(features.float().cpu().numpy()), truncated)
+
+
+def _split_preprocess(preprocess):
+    """(the steps before ToTensor, (mean, std) as (C,1,1) tensors) when ``preprocess`` ends in
+    ToTensor + Normalize (open_clip's always do), else (None, None)."""
+    import torch
+    from torchvision import transforms
+
+    steps = list(getattr(preprocess, "transforms", ()))
+    if len(steps) < 2 or type(steps[-2]).__name__ not in ("ToTensor", "MaybeToTensor") \
+            or not isinstance(steps[-1], transforms.Normalize):
+        return None, None
+    normalise = steps[-1]
+    mean = torch.as_tensor(normalise.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.as_tensor(normalise.std, dtype=torch.float32).view(-1, 1, 1)
+    return transforms.Compose(steps[:-2]), (mean, std)
+
+
+def _short_side_resize(steps, image_size: int) -> tuple[int, str] | None:
+    """(side, mode) when ``steps`` are Resize(short side -> side, antialiased) + CenterCrop(image_size)
+    + an RGB conversion, as open_clip's default preprocessing is; None for any other pipeline."""
+    from torchvision import transforms
+
+    parts = list(getattr(steps, "transforms", ())) if steps is not None else []
+    if len(parts) != 3 or not isinstance(parts[0], transforms.Resize) or not isinstance(parts[1], transforms.CenterCrop):
+        return None
+    resize, crop = parts[0], parts[1]
+    size = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+    mode = {transforms.InterpolationMode.BICUBIC: "bicubic",
+            transforms.InterpolationMode.BILINEAR: "bilinear"}.get(resize.interpolation)
+    if size is None or mode is None or resize.max_size is not None or resize.antialias is False \
+            or tuple(crop.size) != (image_size, image_size):
+        return None
+    return int(size), mode
+
+
+def _resize_and_crop(pixels, side: int, mode: str):
+    """What torchvision's Resize(side) + CenterCrop do to (C,H,W) uint8 pixels, in a few tensor calls
+    (its wrappers cost more Python per image than the GPU work): the short side to ``side``, the long
+    side scaled as it scales them, antialiased, clamped and rounded back to uint8, then the centre."""
+    import torch
+
+    _, height, width = pixels.shape
+    if height <= width:
+        size = (side, int(side * width / height))
+    else:
+        size = (int(side * height / width), side)
+    resized = torch.nn.functional.interpolate(pixels[None].float(), size=size, mode=mode, antialias=True,
+                                              align_corners=False)[0]
+    top, left = int(round((size[0] - side) / 2.0)), int(round((size[1] - side) / 2.0))
+    return resized[:, top:top + side, left:left + side].clamp_(0, 255).round_().to(torch.uint8)
 
 
 def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto") -> ClipEncoder:
