@@ -10,6 +10,8 @@ wait for the writer), and ``transaction()`` begins IMMEDIATE, taking the write l
 """
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,6 +135,8 @@ def _begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
+SEGMENT_CACHE_ROWS = 200_000
+"""Segment rows kept in memory for search results (about 60 MB at most)."""
 _SEGMENT_ROWS = ('SELECT segments.id, segments.item_id, items.path, segments.modality, segments.text, segments.start, '
                  'segments."end" FROM segments JOIN items ON items.id = segments.item_id WHERE segments.id IN ({})')
 
@@ -150,6 +154,10 @@ class Catalog:
     def __init__(self, path: Path, *, create: bool = False):
         self.path = Path(path)
         self.engine: Engine = create_engine(f"sqlite:///{self.path}", future=True)
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
+        self._segment_cache: dict[int, SegmentRow] = {}
+        self._segment_marker: int | None = None
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "begin", _begin)
         if create and not self._initialised():
@@ -166,6 +174,10 @@ class Catalog:
             return False
 
     def close(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         self.engine.dispose()
 
     # -- store info ------------------------------------------------------------------------------------
@@ -269,22 +281,37 @@ class Catalog:
                                 .order_by(items.c.path)).all()
         return tuple(FailedFile(row.path, row.error or "unknown error") for row in rows)
 
+    def change_marker(self) -> int:
+        """A number that changes whenever any connection, in this process or another, commits to the
+        catalog (SQLite's ``data_version``, read on a connection kept for it and never used to write)."""
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
     def segment_rows(self, ids: Sequence[int]) -> dict[int, SegmentRow]:
-        """Segments with their file paths, by id. On the search path: plain SQL on a pooled DBAPI
-        connection (each statement is its own consistent read), about 10x cheaper than a Core query."""
+        """Segments with their file paths, by id. On the search path: rows already read are kept until
+        anything commits to the catalog (``change_marker``), the rest read with plain SQL on a pooled
+        DBAPI connection (each statement its own consistent read), about 10x cheaper than a Core query."""
+        marker = self.change_marker()
+        cache = self._segment_cache
+        if marker != self._segment_marker or len(cache) > SEGMENT_CACHE_ROWS:
+            cache.clear()
+            self._segment_marker = marker
         ids = [int(i) for i in ids]
-        found: dict[int, SegmentRow] = {}
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                for row in cursor.execute(_SEGMENT_ROWS.format(",".join("?" * len(chunk))), chunk):
-                    found[row[0]] = SegmentRow(row[0], row[1], row[2], Modality(row[3]), row[4], row[5], row[6])
-            cursor.close()
-        finally:
-            connection.close()
-        return found
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start:start + 500]
+                    for row in cursor.execute(_SEGMENT_ROWS.format(",".join("?" * len(chunk))), chunk):
+                        cache[row[0]] = SegmentRow(row[0], row[1], row[2], Modality(row[3]), row[4], row[5], row[6])
+                cursor.close()
+            finally:
+                connection.close()
+        return {i: cache[i] for i in ids if i in cache}
 
     def segment_ids(self, modality: Modality, path_glob: str | None = None, *,
                     conn: Connection | None = None) -> np.ndarray:

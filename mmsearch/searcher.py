@@ -58,7 +58,7 @@ def check_glob(pattern: str) -> str:
 class Searcher:
     def __init__(self, store: Store):
         self.store = store
-        self._samples: dict[Modality, np.ndarray] = {}
+        self._stats: dict[Modality, tuple[np.ndarray, np.ndarray] | None] = {}
         self._counts: tuple[tuple, dict[str, int]] | None = None
         self._globs: dict[tuple[Modality, str], tuple[int, np.ndarray]] = {}
 
@@ -103,8 +103,10 @@ class Searcher:
         depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
             found = index.search(queries, depth, allowed_ids=allowed)
-            pairs = sorted(((float(s), int(i), row) for row in range(len(queries))
-                            for s, i in zip(found.scores[row], found.ids[row]) if i >= 0), reverse=True)
+            rows = [(scores.tolist(), ids.tolist()) for scores, ids in zip(found.scores, found.ids)]
+            pairs = [(s, i, row) for row, (scores, ids) in enumerate(rows) for s, i in zip(scores, ids) if i >= 0]
+            if len(rows) > 1:  # each row comes best first; several rows are merged
+                pairs.sort(reverse=True)
             segments = self.store.catalog.segment_rows([i for _, i, _ in pairs])
             best: dict[int, tuple[float, int, int]] = {}
             for score, seg_id, row in pairs:
@@ -116,7 +118,7 @@ class Searcher:
             depth = min(pool, depth * 4)
         means, stds = self._calibration(modality, queries)
         hits = []
-        for item_id, (score, seg_id, row) in sorted(best.items(), key=lambda kv: -kv[1][0])[:k]:
+        for item_id, (score, seg_id, row) in list(best.items())[:k]:  # filled best first
             segment = segments[seg_id]
             hits.append(Hit(path=segment.path, modality=modality, score=round(score, 6),
                             calibrated=round(float((score - means[row]) / stds[row]), 4), item_id=item_id, segment_id=seg_id,
@@ -141,17 +143,28 @@ class Searcher:
         return cached[1]
 
     def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per query row: mean and spread of its cosines to a fixed random sample of the index's vectors."""
-        sample = self._samples.get(modality)
-        if sample is None:
-            sample = self._load_sample(modality)
-            self._samples[modality] = sample
-        if len(sample) < 2:
+        """Per query row: mean and spread of its cosines to a fixed random sample S of the index's vectors,
+        from the sample's mean m and covariance C kept per index: mean = q.m and variance = q'Cq, the
+        population statistics of the sample's cosines without computing them (one dim x dim product
+        instead of 1,024 dot products and their mean and deviation, per query)."""
+        if modality not in self._stats:
+            sample = self._load_sample(modality).astype(np.float64)
+            stats = None
+            if len(sample) >= 2:
+                centre = sample.mean(axis=0)
+                covariance = (sample - centre).T @ (sample - centre) / len(sample)
+                stats = (centre.astype(np.float32), np.ascontiguousarray(covariance, np.float32))
+            self._stats[modality] = stats
+        stats = self._stats[modality]
+        if stats is None:
             return np.zeros(len(queries)), np.ones(len(queries))
-        # not `sample @ queries.T`: this product is too small for threaded BLAS, which on a busy machine
-        # turns its ~0.03 ms into several ms of thread hand-offs (benchmarks/bench_search_overhead.py)
-        scores = inner_products(sample, queries)
-        return scores.mean(axis=0), np.maximum(scores.std(axis=0), 1e-6)
+        centre, covariance = stats
+        # FAISS's single-threaded kernel, not `queries @ covariance`: a product this small costs milliseconds
+        # of thread hand-offs in a threaded BLAS on a busy machine (benchmarks/bench_search_overhead.py)
+        spread = inner_products(covariance, queries).T  # (rows, dim): C q per query row, C being symmetric
+        means = queries @ centre
+        variances = np.einsum("ij,ij->i", spread, queries)
+        return means, np.maximum(np.sqrt(np.maximum(variances, 0.0)), 1e-6)
 
     def _load_sample(self, modality: Modality) -> np.ndarray:
         ids = self.store.catalog.segment_ids(modality)
