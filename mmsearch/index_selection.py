@@ -30,6 +30,10 @@ HNSW_MAX = 500_000
 GROWTH = 4.0
 TARGET_RECALL = 0.95
 HNSW_M = 32
+HNSW_QUANTIZER_NLIST = 8192
+"""IVF types built with this many lists or more (from about 4M vectors) get an HNSW coarse quantizer
+(``ann_indexes.coarse_quantizer``): exact assignment to 16k centroids is what made a 10M build run for
+hours on two cores."""
 PQ_M_CANDIDATES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
@@ -117,13 +121,17 @@ def estimate_bytes(kind: str, n: int, dim: int, params: Mapping[str, Any]) -> in
 
 def params_for(kind: str, n: int, dim: int, budget: int) -> dict[str, Any]:
     """Sensible build parameters of ``kind`` for ``n`` vectors (search parameters get tuned later)."""
-    if kind in ("ivf-flat", "gpu-ivf"):
+    graph = {"quantizer": "hnsw"} if nlist_for(n) >= HNSW_QUANTIZER_NLIST else {}
+    if kind == "gpu-ivf":
         nlist = nlist_for(n)
         return {"nlist": nlist, "nprobe": max(1, min(nlist, 16))}
+    if kind == "ivf-flat":
+        nlist = nlist_for(n)
+        return {"nlist": nlist, "nprobe": max(1, min(nlist, 16)), **graph}
     if kind == "ivf-pq":
         nlist = nlist_for(n)
         return {"nlist": nlist, "nprobe": max(1, min(nlist, 16)), "m": pq_m_for(n, dim, nlist, budget),
-                "nbits": 8, "rerank": 10}
+                "nbits": 8, "rerank": 10, **graph}
     if kind == "hnsw":
         return {"M": HNSW_M, "efConstruction": 80, "efSearch": 64}
     if kind == "gpu-flat":

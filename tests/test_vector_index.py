@@ -251,3 +251,31 @@ def test_torch_flat_grows_in_place_through_many_small_adds_and_removals(data):
     index.remove(ids[:100])
     index.add(ids[:100], base[:100])
     check(index.search(queries, K), exact_top_k(queries, base, ids, K), "torch-flat")
+
+
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
+def test_ivf_with_a_graph_quantizer_finds_neighbours_and_survives_a_reload(kind, data, tmp_path):
+    """Large IVF indexes assign vectors to lists through an HNSW graph over the centroids."""
+    import faiss
+
+    base, ids, queries = data
+    index = create_index(kind, DIM, {**PARAMS[kind], "quantizer": "hnsw"}, source=source_for(base, ids))
+    index.train(base)
+    index.add(ids, base)
+    assert isinstance(faiss.downcast_index(index.faiss_index.quantizer), faiss.IndexHNSW)
+    truth = exact_top_k(queries, base, ids, K)
+    found = index.search(queries, K)
+    check(found, truth, kind)
+    index.save(tmp_path / "graph.faiss")
+    again = load_index(tmp_path / "graph.faiss", source=source_for(base, ids))
+    assert again.params["quantizer"] == "hnsw"
+    assert np.array_equal(again.search(queries, K).ids, found.ids)
+    assert index.remove(ids[:50]) == 50 and not np.isin(index.search(queries, K).ids, ids[:50]).any()
+
+
+def test_ten_million_vectors_get_a_graph_quantizer():
+    from mmsearch.index_selection import choose_index
+
+    big = choose_index(10_000_000, 512, 8 * 2**30)
+    assert big.kind == "ivf-pq" and big.params["quantizer"] == "hnsw" and big.params["nlist"] == 16384
+    assert "quantizer" not in choose_index(1_000_000, 512, 8 * 2**30).params
