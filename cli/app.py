@@ -47,7 +47,7 @@ def index(
     store: Optional[Path] = StoreOption,
     model: Optional[str] = ModelOption,
     audio_model: Optional[str] = AudioModelOption,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from mmsearch.config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
+from mmsearch.encoders.runtime import default_batch_size
 from mmsearch.records import Modality
 
 from .bench_output import print_recall, print_throughput, recall_json, throughput_json
@@ -79,7 +80,7 @@ def recall(
     store: Optional[Path] = typer.Option(None, "--store", help="Also measure through this store's index and "
                                                                "search (its model is used)."),
     depth: int = typer.Option(10, "--depth", help="Results read per query for the store rows (>= 10)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
@@ -94,14 +95,15 @@ def recall(
     settings = _settings(store=store, model=model, audio_model=audio_model, batch_size=batch_size, workers=workers,
                          precision=precision, device=device)
     progress = BarProgress(enabled=True)
+    batch = settings.batch_size or default_batch_size(settings.device)
     if store is not None:
         with Engine.open(settings) as engine:
             encoder = engine.clip if modality == Modality.IMAGE else engine.clap
-            report = run_recall(pair_set, *_encoders(modality, encoder), batch_size=settings.batch_size,
+            report = run_recall(pair_set, *_encoders(modality, encoder), batch_size=batch,
                                 workers=settings.workers, progress=progress, engine=engine, depth=depth)
     else:
         encoder = _load_encoder(modality, settings)
-        report = run_recall(pair_set, *_encoders(modality, encoder), batch_size=settings.batch_size,
+        report = run_recall(pair_set, *_encoders(modality, encoder), batch_size=batch,
                             workers=settings.workers, progress=progress)
     print_notes(report.notes)
     if report.failed:
@@ -145,7 +147,7 @@ The model is loaded and warmed up before either timing."""
 def index(
     paths: List[Path] = typer.Argument(..., help="Folders or files to index."),
     model: Optional[str] = typer.Option(None, "--model", help=f"open_clip model ARCH:WEIGHTS (default {DEFAULT_MODEL})."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
@@ -157,7 +159,8 @@ def index(
 
     settings = _settings(model=model, batch_size=batch_size, workers=workers, precision=precision, device=device)
     encoder = load_clip(settings.model or DEFAULT_MODEL, device=settings.device, precision=settings.precision)
-    report = measure_index_throughput(paths, encoder, batch_size=settings.batch_size, workers=settings.workers,
+    report = measure_index_throughput(paths, encoder, batch_size=settings.batch_size or default_batch_size(settings.device),
+                                      workers=settings.workers,
                                       encode_limit=encode_limit, progress=BarProgress(enabled=True))
     if json:
         emit_json(throughput_json(report))

@@ -25,7 +25,8 @@ class Settings:
     model: str | None = None
     """None: use the store's own model (or DEFAULT_MODEL for a new store)."""
     audio_model: str | None = None
-    batch_size: int = 32
+    batch_size: int | None = None
+    """Inputs per model call; None: 32 on a CPU, 256 on a GPU (``encoders.runtime.default_batch_size``)."""
     precision: str = "auto"
     device: str = "auto"
     workers: int | None = None
@@ -48,7 +49,7 @@ class Settings:
             store=Path(store).expanduser() if store else default_store_dir(),
             model=pick("model"),
             audio_model=pick("audio_model"),
-            batch_size=int(pick("batch_size", 32)),
+            batch_size=int(b) if (b := pick("batch_size")) is not None else None,
             precision=str(pick("precision", "auto")),
             device=str(pick("device", "auto")),
             workers=int(w) if (w := pick("workers")) is not None else None,
@@ -60,7 +61,7 @@ class Settings:
     def check(self) -> None:
         from .errors import UsageError
 
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")

@@ -12,7 +12,7 @@ from .alignment import BRIDGE_NAME, fit_bridge
 from .bridge import SpaceMap
 from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
 from .discovery import normalise_root
-from .encoders.runtime import default_workers
+from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
 from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
 from .indexer import Indexer
@@ -127,7 +127,8 @@ class Engine:
             pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap), window_timeout=self.settings.file_timeout))
             if self.settings.audio_model is None and self.store.model_for("clap") is None:
                 optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
-        indexer = Indexer(self.store, pipelines, batch_size=self.settings.batch_size,
+        indexer = Indexer(self.store, pipelines,
+                          batch_size=self.settings.batch_size or default_batch_size(self.settings.device),
                           workers=self.settings.workers or default_workers(self.settings.device),
                           progress=progress, file_timeout=self.settings.file_timeout,
                           optional=optional)
