@@ -205,6 +205,18 @@ class CagraIndex(_Replicated):
         return scores, ids
 
 
+def _tensor(array: np.ndarray):
+    """A tensor over ``array`` without copying it; read-only arrays (the catalog's, a caller's) are fine
+    since the tensor is only read, so torch's warning about them is not shown."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def _score_elements(replica) -> int:
     import torch
 
@@ -273,7 +285,7 @@ class TorchFlatIndex(_Replicated):
         _, vectors = self.vectors_of(ids)
         self._replica_ids = ids
         self._spare = None
-        return torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(device=device, dtype=dtype)
+        return _tensor(np.ascontiguousarray(vectors, np.float32)).to(device=device, dtype=dtype)
 
     def _replica_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Append in place; the buffers double when full, so adding a batch at a time stays linear."""
@@ -288,7 +300,7 @@ class TorchFlatIndex(_Replicated):
             spare_ids[:held] = self._replica_ids
             self._spare = (rows, spare_ids)
         rows, spare_ids = self._spare
-        rows[held:held + count] = torch.from_numpy(vectors).to(device=rows.device, dtype=rows.dtype)
+        rows[held:held + count] = _tensor(vectors).to(device=rows.device, dtype=rows.dtype)
         spare_ids[held:held + count] = ids
         self._replica, self._replica_ids = rows[:held + count], spare_ids[:held + count]
 
@@ -311,7 +323,7 @@ class TorchFlatIndex(_Replicated):
         rows = int(self._replica.shape[0])
         block = max(k, _score_elements(self._replica) // max(1, len(queries)))
         with torch.inference_mode():
-            batch = torch.from_numpy(queries).to(device=self._replica.device, dtype=self._replica.dtype)
+            batch = _tensor(queries).to(device=self._replica.device, dtype=self._replica.dtype)
             best_scores = best_positions = None
             for start in range(0, rows, block):
                 scores = batch @ self._replica[start:start + block].T

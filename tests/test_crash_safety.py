@@ -185,7 +185,8 @@ def second_model(tmp_path, tiny_clip) -> str:
     import torch
 
     generator = torch.Generator().manual_seed(1)
-    state = {name: value + 0.05 * torch.randn(value.shape, generator=generator) if value.is_floating_point() else value
+    state = {name: value + 0.05 * torch.randn(value.shape, generator=generator).to(value.device)
+             if value.is_floating_point() else value
              for name, value in tiny_clip.model.state_dict().items()}
     checkpoint = tmp_path / "tiny-b.pt"
     torch.save(state, checkpoint)

@@ -87,8 +87,12 @@ def add_vectors(store, start, count):
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    from mmsearch import index_builder
+
     monkeypatch.setattr(selection, "FLAT_MAX", 1000)  # so that a few thousand vectors count as "large"
     monkeypatch.setattr(selection, "HNSW_MAX", 2000)
+    # the CPU choices, also on a machine with a GPU (where exact search on the GPU would be chosen)
+    monkeypatch.setattr(index_builder, "_machine", lambda: {"faiss_gpus": 0, "torch_cuda": False})
     with Store.open(tmp_path / "store", create=True) as opened:
         opened.acquire_writer()
         bind_import_model(opened, Modality.IMAGE, "test-tiny:random", DIM, "test")
