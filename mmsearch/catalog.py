@@ -150,6 +150,17 @@ def glob_prefix_range(pattern: str) -> tuple[str, str] | None:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def vector_chunk_query(modality: Modality, after: int, chunk: int):
+    """The next ``chunk`` stored vectors of ``modality`` with ids above ``after``, in id order. Keyed and
+    ordered on segments.id (equal to vectors.segment_id), so SQLite walks the (modality, id) index and
+    stops after ``chunk`` rows; ordered on vectors.segment_id it sorted every remaining row, vectors
+    included, for each chunk: quadratic, hours at 10M vectors."""
+    return (select(vectors.c.segment_id, vectors.c.vector)
+            .join(segments, segments.c.id == vectors.c.segment_id)
+            .where(segments.c.modality == modality.value, segments.c.id > after)
+            .order_by(segments.c.id).limit(chunk))
+
+
 class Catalog:
     def __init__(self, path: Path, *, create: bool = False):
         self.path = Path(path)
@@ -341,14 +352,7 @@ class Catalog:
         last = -1
         with self.engine.connect() as conn:
             while True:
-                # Keyed and ordered on segments.id (equal to vectors.segment_id): SQLite then walks the
-                # (modality, id) index and stops after ``chunk`` rows. Ordered on vectors.segment_id it
-                # sorted every remaining row (vectors included) for each chunk: quadratic, hours at 10M.
-                query = (select(vectors.c.segment_id, vectors.c.vector)
-                         .join(segments, segments.c.id == vectors.c.segment_id)
-                         .where(segments.c.modality == modality.value, segments.c.id > last)
-                         .order_by(segments.c.id).limit(chunk))
-                rows = conn.execute(query).all()
+                rows = conn.execute(vector_chunk_query(modality, last, chunk)).all()
                 if not rows:
                     return
                 seg_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
