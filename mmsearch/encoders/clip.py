@@ -89,7 +89,9 @@ class ClipEncoder:
         if self.runtime.device != "cuda":  # the same steps on another device (how the tests run them)
             return self._to_model_size(self._host_pixels(image, on_device=True))
         # Each decoding thread has a CUDA stream of its own: its copies and resizes run beside the model's
-        # work instead of queueing behind it, and the result is complete when it is handed over.
+        # work instead of queueing behind it, and the result is complete when it is handed over. Its memory
+        # goes back to this stream's pool only once the batch holding it is freed, which is after
+        # encode_images has waited for the model (the .cpu() of its result), so it is never reused early.
         stream = getattr(self._thread_state, "stream", None)
         if stream is None:
             stream = self._thread_state.stream = torch.cuda.Stream(device=self.runtime.device)
