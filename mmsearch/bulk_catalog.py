@@ -11,22 +11,9 @@ import time
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import select
 
-from .catalog import Catalog, items, next_id
+from .catalog import Catalog, item_ids_by_path, next_id
 from .records import Modality
-
-_IN_CHUNK = 500
-
-
-def _existing(conn, paths: Sequence[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(paths), _IN_CHUNK):
-        chunk = list(paths[start:start + _IN_CHUNK])
-        found.update({row.path: int(row.id) for row in
-                      conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
-    return found
-
 
 def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts: Sequence[str | None],
                vectors: np.ndarray) -> tuple[int, int]:
@@ -40,7 +27,7 @@ def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts
     unique_paths = list(latest)
     now = time.time()
     with catalog.transaction() as conn:
-        existing = _existing(conn, unique_paths)
+        existing = item_ids_by_path(conn, unique_paths)
         if existing:
             catalog.drop_segments(conn, list(existing.values()))
             conn.exec_driver_sql(

@@ -84,6 +84,16 @@ RETRY = "retry"
 FAILED_STATES = (FAILED, RETRY)
 
 
+def item_ids_by_path(conn: Connection, paths: Sequence[str]) -> dict[str, int]:
+    """The ids of those of ``paths`` the catalog holds, 500 paths per query."""
+    found: dict[str, int] = {}
+    for start in range(0, len(paths), 500):
+        chunk = list(paths[start:start + 500])
+        found.update({path: int(item_id) for item_id, path in
+                      conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
+    return found
+
+
 def next_id(conn: Connection, table: str) -> int:
     """The next free id of ``items`` or ``segments``; segments (AUTOINCREMENT) never reuse an id handed
     out before, even a deleted one, so a stale index file can never point at a new segment."""
@@ -390,11 +400,7 @@ class Catalog:
         """``put_item`` for many rows (distinct paths; their ``id`` is ignored) in a few statements; returns
         their ids in order. New rows get ids assigned here: the caller holds the writer lock inside an
         IMMEDIATE transaction."""
-        existing: dict[str, int] = {}
-        for start in range(0, len(rows), 500):
-            chunk = [row.path for row in rows[start:start + 500]]
-            existing.update({path: int(item_id) for item_id, path in
-                             conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
+        existing = item_ids_by_path(conn, [row.path for row in rows])
         now = time.time()
         changed = [(r.modality.value, r.size, r.mtime_ns, r.content_hash, r.state, r.error, now, existing[r.path])
                    for r in rows if r.path in existing]

@@ -26,6 +26,7 @@ import numpy as np
 from .atomic import leftover_temp_files
 from .catalog import FAILED, INDEXED, RETRY, ItemRow
 from .discovery import discover, is_under, normalise_root
+from .encoders.runtime import default_workers
 from .errors import DecodeError, ModelLoadError
 from .hashing import content_hash
 from .index_builder import maybe_reselect
@@ -136,7 +137,7 @@ class Indexer:
         self.optional = frozenset(optional)
         """Modalities whose files are skipped, with a note, when their model cannot be loaded."""
         self.batch_size = batch_size
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = workers or default_workers("cpu")
         self.progress = progress or NoProgress()
         self._last_save = time.monotonic()
 
