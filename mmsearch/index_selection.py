@@ -3,7 +3,7 @@ budget and the machine's GPUs (in the spirit of autofaiss), plus how a choice is
 
 * below ``FLAT_MAX`` vectors: exact search (``flat``) - a scan is fast enough and is always right;
 * up to ``HNSW_MAX``: ``hnsw``, the lowest latency at high recall while its graph builds quickly;
-* while full float32 vectors fit in half the budget: ``ivf-flat`` (nlist ~ 4 sqrt(N));
+* while full float32 vectors fit in half the budget: ``ivf-flat`` (nlist ~ 4 sqrt(N), at most ``MAX_NLIST``);
 * beyond: ``ivf-pq`` with the largest code size ``m`` that fits, re-ranked from the stored vectors.
 * with a GPU: exact search on it (``gpu-flat``, or ``torch-flat`` when FAISS has no GPU support) while
   the vectors fit, else ``gpu-ivf``.
@@ -30,10 +30,12 @@ HNSW_MAX = 500_000
 GROWTH = 4.0
 TARGET_RECALL = 0.95
 HNSW_M = 32
-HNSW_QUANTIZER_NLIST = 8192
-"""IVF types built with this many lists or more (from about 4M vectors) get an HNSW coarse quantizer
-(``ann_indexes.coarse_quantizer``): exact assignment to 16k centroids is what made a 10M build run for
-hours on two cores."""
+MAX_NLIST = 4096
+"""The most inverted lists auto-selection gives an IVF type. Each vector added (and each query) is first
+compared with every list centroid, so the centroids cost the build ``nlist * dim`` multiply-adds per
+vector: at 10M x 512 on two cores, adding takes about 7 min with 4,096 lists and about 28 with 16,384
+(an HNSW graph over 16,384 centroids made it 17 min, after 24 min of training). Beyond 4,096 the lists
+grow instead; a query scans about 50 ns per PQ code, and ``nprobe`` is tuned for recall on the store."""
 PQ_M_CANDIDATES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
@@ -95,10 +97,11 @@ def default_memory_budget() -> int:
 
 
 def nlist_for(n: int) -> int:
-    """The power of two nearest 4 sqrt(N), with at least 39 vectors per list to train on."""
+    """The power of two nearest 4 sqrt(N), at most ``MAX_NLIST``, with at least 39 vectors per list to
+    train on."""
     if n < 2 * 39:
         return 1
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    nlist = min(MAX_NLIST, 2 ** round(math.log2(4 * math.sqrt(n))))
     while nlist > 1 and n // nlist < 39:
         nlist //= 2
     return int(nlist)
@@ -121,17 +124,16 @@ def estimate_bytes(kind: str, n: int, dim: int, params: Mapping[str, Any]) -> in
 
 def params_for(kind: str, n: int, dim: int, budget: int) -> dict[str, Any]:
     """Sensible build parameters of ``kind`` for ``n`` vectors (search parameters get tuned later)."""
-    graph = {"quantizer": "hnsw"} if nlist_for(n) >= HNSW_QUANTIZER_NLIST else {}
     if kind == "gpu-ivf":
         nlist = nlist_for(n)
         return {"nlist": nlist, "nprobe": max(1, min(nlist, 16))}
     if kind == "ivf-flat":
         nlist = nlist_for(n)
-        return {"nlist": nlist, "nprobe": max(1, min(nlist, 16)), **graph}
+        return {"nlist": nlist, "nprobe": max(1, min(nlist, 16))}
     if kind == "ivf-pq":
         nlist = nlist_for(n)
         return {"nlist": nlist, "nprobe": max(1, min(nlist, 16)), "m": pq_m_for(n, dim, nlist, budget),
-                "nbits": 8, "rerank": 10, **graph}
+                "nbits": 8, "rerank": 10}
     if kind == "hnsw":
         return {"M": HNSW_M, "efConstruction": 80, "efSearch": 64}
     if kind == "gpu-flat":
@@ -173,9 +175,10 @@ def choose_index(n: int, dim: int, budget: int = DEFAULT_BUDGET, *, faiss_gpus: 
         return pick("hnsw", f"{FLAT_MAX:,}-{HNSW_MAX:,} vectors: an HNSW graph (M={HNSW_M}) gives the lowest "
                             f"latency at high recall and builds quickly at this size")
     if estimate_bytes("ivf-flat", n, dim, {"nlist": nlist_for(n)}) <= half:
-        return pick("ivf-flat", f"full vectors fit in half the budget: IVF-Flat with nlist ~ 4 sqrt(N) = {nlist_for(n)}")
+        return pick("ivf-flat", f"full vectors fit in half the budget: IVF-Flat with nlist ~ 4 sqrt(N) "
+                                f"(at most {MAX_NLIST:,}) = {nlist_for(n)}")
     choice = pick("ivf-pq", f"full vectors ({format_bytes(full)}) exceed half the budget: IVF-PQ with "
-                            f"nlist ~ 4 sqrt(N) = {nlist_for(n)} and the largest PQ code that fits, "
+                            f"nlist ~ 4 sqrt(N) (at most {MAX_NLIST:,}) = {nlist_for(n)} and the largest PQ code that fits, "
                             f"re-ranked from the stored vectors")
     if choice.estimated_bytes > half:
         choice = choice.with_(reason=choice.reason + " (over half the budget even at the smallest code: "

@@ -48,7 +48,7 @@ def test_middle_sizes_get_a_graph_or_inverted_lists():
 def test_ten_million_gets_pq_codes_that_fit_the_budget():
     choice = choose_index(10_000_000, 512, 8 * GiB)
     assert choice.kind == "ivf-pq"
-    assert choice.params["nlist"] == nlist_for(10_000_000) == 16384
+    assert choice.params["nlist"] == nlist_for(10_000_000) == 4096
     assert 512 % choice.params["m"] == 0 and choice.params["m"] == 64
     assert choice.estimated_bytes <= 4 * GiB and "re-ranked" in choice.reason
     tight = choose_index(10_000_000, 512, 1 * GiB)
@@ -68,6 +68,7 @@ def test_gpus_get_exact_search_on_the_gpu():
 
 def test_nlist_is_about_four_square_roots_with_enough_training_points():
     assert nlist_for(1_000_000) == 4096 and nlist_for(10) == 1
+    assert nlist_for(100_000_000) == 4096  # capped: every added vector is compared with every centroid
     assert all(n // nlist_for(n) >= 39 for n in (100, 1000, 5000, 20_000))
 
 
