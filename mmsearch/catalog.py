@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -403,11 +403,14 @@ class Catalog:
         """Insert or replace the item row for ``path`` (keeping its id); returns the id."""
         return self.put_items(conn, [ItemRow(0, path, modality, size, mtime_ns, content_hash, state, error)])[0]
 
-    def put_items(self, conn: Connection, rows: Sequence[ItemRow]) -> list[int]:
+    def put_items(self, conn: Connection, rows: Sequence[ItemRow], *,
+                  existing: Mapping[str, int] | None = None) -> list[int]:
         """``put_item`` for many rows (distinct paths; their ``id`` is ignored) in a few statements; returns
         their ids in order. New rows get ids assigned here: the caller holds the writer lock inside an
-        IMMEDIATE transaction."""
-        existing = item_ids_by_path(conn, [row.path for row in rows])
+        IMMEDIATE transaction. ``existing``: the ids of those paths the catalog holds, when the caller has
+        already looked them up (``item_ids_by_path``)."""
+        if existing is None:
+            existing = item_ids_by_path(conn, [row.path for row in rows])
         now = time.time()
         changed = [(r.modality.value, r.size, r.mtime_ns, r.content_hash, r.state, r.error, now, existing[r.path])
                    for r in rows if r.path in existing]

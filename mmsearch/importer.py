@@ -29,8 +29,9 @@ import numpy as np
 from .encoders.base import ModelIdentity
 from .encoders.specs import fingerprint, parse_spec
 from .errors import DimensionMismatchError, PathNotFoundError, UsageError
+from .catalog import INDEXED, Catalog, ItemRow, item_ids_by_path
 from .progress import NoProgress, Progress
-from .records import Modality
+from .records import Modality, Segment
 from .store import SPACE_OF, Store
 
 log = logging.getLogger(__name__)
@@ -245,11 +246,31 @@ def bind_import_model(store: Store, modality: Modality, model: str | None, dim: 
     return str(spec) if recorded is None else recorded["spec"]
 
 
+def write_rows(catalog: Catalog, modality: Modality, paths: Sequence[str], texts: Sequence[str | None],
+               vectors: np.ndarray) -> tuple[int, int]:
+    """One item (size 0, mtime 0, no content hash: a file mmsearch never read) with one segment and its
+    vector per row, in one transaction; a path the catalog holds keeps its item id and has its segments
+    replaced, and a path given twice keeps its last row. Returns (added, replaced)."""
+    if not len(paths):
+        return 0, 0
+    latest: dict[str, int] = {}
+    for row, path in enumerate(paths):
+        latest[path] = row
+    block = np.ascontiguousarray(vectors, dtype=np.float32)
+    with catalog.transaction() as conn:
+        existing = item_ids_by_path(conn, list(latest))
+        if existing:
+            catalog.drop_segments(conn, list(existing.values()))
+        item_ids = catalog.put_items(conn, [ItemRow(0, path, modality, 0, 0, None, INDEXED, None) for path in latest],
+                                     existing=existing)
+        catalog.add_segments_many(conn, [(item_id, modality, (Segment(0, texts[row]),), block[row:row + 1])
+                                         for item_id, row in zip(item_ids, latest.values())])
+    return len(latest) - len(existing), len(existing)
+
+
 def import_chunks(store: Store, chunks: Iterable[ImportChunk], modality: Modality, *,
                   progress: Progress | None = None) -> tuple[int, int, int]:
     """Write chunks to the catalog, one transaction each; returns (added, replaced, skipped)."""
-    from .bulk_catalog import write_rows
-
     added = replaced = skipped = 0
     for chunk in chunks:
         vectors = chunk.vectors
@@ -302,7 +323,7 @@ def import_vectors(store: Store, sources: Sequence[Path | str], *, metadata: Seq
             store, (c for shard in shards for c in shard_chunks(shard, modality, chunk)), modality, progress=progress)
     finally:
         progress.finish()
-    choice = maybe_reselect(store, modality, budget=memory_budget)
+    choice = maybe_reselect(store, modality, budget=memory_budget, progress=progress)
     index = store.index(modality)  # reconciled: holds every stored vector
     store.save_indexes()
     recorded = store.index_choice(modality)
