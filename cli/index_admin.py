@@ -90,7 +90,8 @@ def reindex(
     with Store.open(settings.store) as opened:
         opened.acquire_writer()
         for modality in modalities:
-            choice = run_reindex(opened, modality, index_type, budget=memory_budget)
+            choice = run_reindex(opened, modality, index_type, budget=memory_budget,
+                                 progress=BarProgress(enabled=not json))
             if choice is not None:
                 done[modality.value] = choice
     if not done:

@@ -8,6 +8,7 @@ the choice changed; ``reindex`` is ``mmsearch reindex``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from .index_selection import (GROWTH, TARGET_RECALL, IndexChoice, choice_info, choose_index, cpu_equivalent,
                               default_memory_budget, estimate_bytes, format_bytes, manual_choice, needs_reselect,
                               params_for, parse_memory_size, recorded_choice)
+from .progress import NoProgress, Progress
 from .records import Modality
 from .vector_index import VectorIndex, create_index, faiss_gpu_count, index_class
 
@@ -114,10 +116,12 @@ def _training_size(index: VectorIndex, n: int) -> int:
     return int(min(n, max(65_536, 40 * nlist)))
 
 
-def build_from_store(store: "Store", modality: Modality, choice: IndexChoice, *,
-                     target: float = TARGET_RECALL) -> tuple[VectorIndex, IndexChoice]:
-    """A new index of ``choice``'s type over every stored vector of ``modality``, trained and tuned."""
+def build_from_store(store: "Store", modality: Modality, choice: IndexChoice, *, target: float = TARGET_RECALL,
+                     progress: Progress | None = None) -> tuple[VectorIndex, IndexChoice]:
+    """A new index of ``choice``'s type over every stored vector of ``modality``, trained and tuned
+    (``progress`` counts the vectors added)."""
     started = time.perf_counter()
+    progress = progress or NoProgress()
     dim = store.dim(modality)
     kind = choice.kind
     if not index_class(kind).available():
@@ -135,12 +139,19 @@ def build_from_store(store: "Store", modality: Modality, choice: IndexChoice, *,
     if not index.exact and len(ids) > 20:  # held-out queries: added only after tuning
         query_ids, queries = source(np.sort(rng.choice(ids, size=min(TUNE_QUERIES, len(ids) // 10), replace=False)))
         exact = StreamingExact(queries, None, TUNE_K)
-    for chunk_ids, vectors in store.catalog.iter_vectors(modality, dim, chunk=50_000):
-        if exact is not None:
-            keep = ~np.isin(chunk_ids, query_ids)
-            chunk_ids, vectors = chunk_ids[keep], vectors[keep]
-            exact.update(chunk_ids, vectors)
-        index.add(chunk_ids, vectors)
+    progress.start(len(ids), f"building the {modality.value} index ({kind})", "vector")
+    try:
+        for chunk_ids, vectors in store.catalog.iter_vectors(modality, dim, chunk=50_000):
+            count = len(chunk_ids)
+            if exact is not None:
+                keep = ~np.isin(chunk_ids, query_ids)
+                chunk_ids, vectors = chunk_ids[keep], vectors[keep]
+                exact.update(chunk_ids, vectors)
+            index.add(chunk_ids, vectors)
+            progress.advance(count)
+    finally:
+        progress.finish()
+    log.info("%s index: %d vectors added after %.1f s; tuning", kind, len(index), time.perf_counter() - started)
     reason = choice.reason
     if exact is not None:
         _, note = tune(index, queries, None, exact.ids, target=target)
@@ -171,25 +182,19 @@ def _budget(store: "Store", budget: int | str | None) -> int:
     return int(recorded) if recorded else default_memory_budget()
 
 
-def _install(store: "Store", modality: Modality, choice: IndexChoice) -> IndexChoice:
-    index, final = build_from_store(store, modality, choice)
+def _install(store: "Store", modality: Modality, choice: IndexChoice, progress: Progress | None) -> IndexChoice:
+    index, final = build_from_store(store, modality, choice, progress=progress)
     store.replace_index(modality, index)
     store.catalog.set_info(**choice_info(final, modality.value))
     return final
 
 
-def maybe_reselect(store: "Store", modality: Modality | str, *, budget: int | str | None = None,
-                   growth: float = GROWTH) -> IndexChoice | None:
-    """Re-choose ``modality``'s index type when none is recorded or the collection has grown or shrunk
-    ``growth``-fold since it was chosen; rebuild from stored vectors only when the type or its build
-    parameters change. Returns the new choice, or None when nothing changed."""
-    modality = Modality(modality)
+def _reselection(store: "Store", modality: Modality, n: int, recorded: IndexChoice | None, *,
+                 budget: int | str | None, growth: float) -> tuple[IndexChoice, bool] | None:
+    """The choice for ``n`` vectors when ``recorded`` is due for re-selection, and whether it means a
+    rebuild (an exact type that stays exact only needs its record updated); None when not due."""
     dim = store.dim(modality)
-    if dim is None:
-        return None
-    n = store.vector_count(modality)
-    recorded = recorded_choice(store.catalog.info(), modality.value)
-    if not n or not needs_reselect(recorded, n, growth):
+    if dim is None or not n or not needs_reselect(recorded, n, growth):
         return None
     limit = _budget(store, budget)
     if recorded is not None and recorded.mode == "manual":
@@ -197,17 +202,108 @@ def maybe_reselect(store: "Store", modality: Modality | str, *, budget: int | st
     else:
         choice = choose_index(n, dim, limit, **_machine())
     current = recorded.kind if recorded is not None else "flat"
-    if choice.kind == current and not index_class(choice.kind).trainable and choice.kind != "hnsw":
+    rebuild = not (choice.kind == current and not index_class(choice.kind).trainable and choice.kind != "hnsw")
+    return choice, rebuild
+
+
+def maybe_reselect(store: "Store", modality: Modality | str, *, budget: int | str | None = None,
+                   growth: float = GROWTH, progress: Progress | None = None) -> IndexChoice | None:
+    """Re-choose ``modality``'s index type when none is recorded or the collection has grown or shrunk
+    ``growth``-fold since it was chosen; rebuild from stored vectors only when the type or its build
+    parameters change. Returns the new choice, or None when nothing changed."""
+    modality = Modality(modality)
+    recorded = recorded_choice(store.catalog.info(), modality.value)
+    n = store.vector_count(modality) if store.dim(modality) is not None else 0
+    planned = _reselection(store, modality, n, recorded, budget=budget, growth=growth)
+    if planned is None:
+        return None
+    choice, rebuild = planned
+    if not rebuild:
         store.catalog.set_info(**choice_info(choice, modality.value))  # same exact type: nothing to rebuild
         log.info("%s index stays %s at %d vectors", modality.value, choice.kind, n)
         return choice
     log.info("%s index: %d vectors (was %s): rebuilding as %s", modality.value, n,
              recorded.n_vectors if recorded else "never chosen", choice.kind)
-    return _install(store, modality, choice)
+    return _install(store, modality, choice, progress)
+
+
+class BackgroundReselect:
+    """Index re-selection while a run keeps adding vectors (what ``Indexer.run`` uses).
+
+    After each commit the run calls ``check`` with the index's size. When the collection has grown
+    ``growth``-fold since its index type was chosen, the new choice is built from the stored vectors on
+    a background thread (training, adding, tuning; SQLite readers do not block the run's writes) while
+    the run goes on adding to the current index. A later ``check`` (or ``finish``) on the run's thread
+    swaps it in: it is reconciled with the catalog (vectors committed since the build read them are
+    added, deleted ones removed), its file replaces the old one atomically, and the choice is recorded.
+    A failed build is logged and leaves the current index in place. ``notes`` says what happened."""
+
+    def __init__(self, store: "Store", *, budget: int | str | None = None, growth: float = GROWTH):
+        self.store, self.budget, self.growth = store, budget, growth
+        self.notes: list[str] = []
+        self._recorded: dict[Modality, IndexChoice | None] = {}
+        self._running: dict[Modality, tuple[threading.Thread, dict[str, Any]]] = {}
+
+    def check(self, modality: Modality, n: int) -> None:
+        """Swap in finished builds; start one for ``modality`` if it holds ``n`` vectors and is due."""
+        self._swap_finished()
+        if modality in self._running:
+            return
+        if modality not in self._recorded:
+            self._recorded[modality] = recorded_choice(self.store.catalog.info(), modality.value)
+        recorded = self._recorded[modality]
+        planned = _reselection(self.store, modality, n, recorded, budget=self.budget, growth=self.growth)
+        if planned is None:
+            return
+        choice, rebuild = planned
+        if not rebuild:
+            self.store.catalog.set_info(**choice_info(choice, modality.value))
+            self._recorded[modality] = choice
+            return
+        log.info("%s index: %d vectors (was %s): building %s in the background", modality.value, n,
+                 recorded.n_vectors if recorded else "never chosen", choice.kind)
+        outcome: dict[str, Any] = {"from": n}
+
+        def build() -> None:
+            try:
+                outcome["built"] = build_from_store(self.store, modality, choice)
+            except Exception as exc:  # the run goes on with the index it has; the end of the run tries again
+                log.warning("background build of the %s index (%s) failed: %s", modality.value, choice.kind, exc)
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=build, name=f"mmsearch-reselect-{modality.value}", daemon=True)
+        self._running[modality] = (thread, outcome)
+        thread.start()
+
+    def finish(self) -> None:
+        """Wait for builds still running and swap them in."""
+        for thread, _ in list(self._running.values()):
+            thread.join()
+        self._swap_finished()
+
+    def _swap_finished(self) -> None:
+        for modality, (thread, outcome) in list(self._running.items()):
+            if thread.is_alive():
+                continue
+            del self._running[modality]
+            if "built" not in outcome:
+                self.notes.append(f"{modality.value} index: the background rebuild failed ({outcome['error']}); "
+                                  f"kept the current one")
+                continue
+            index, final = outcome["built"]
+            added, removed = self.store.reconcile(modality, index)
+            final = final.with_(n_vectors=len(index))
+            self.store.replace_index(modality, index)
+            self.store.catalog.set_info(**choice_info(final, modality.value))
+            self._recorded[modality] = final
+            self.notes.append(f"{modality.value} index re-chosen in the background: {final.summary()}, built from "
+                              f"{outcome['from']:,} vectors while indexing went on (+{added:,} -{removed:,} "
+                              f"caught up at the swap)")
+            log.info(self.notes[-1])
 
 
 def reindex(store: "Store", modality: Modality | str, kind: str = "auto", *,
-            budget: int | str | None = None) -> IndexChoice | None:
+            budget: int | str | None = None, progress: Progress | None = None) -> IndexChoice | None:
     """Rebuild ``modality``'s index as ``kind`` ('auto': chosen for the collection) from stored vectors."""
     modality = Modality(modality)
     dim = store.dim(modality)
@@ -220,12 +316,12 @@ def reindex(store: "Store", modality: Modality | str, kind: str = "auto", *,
     else:
         index_class(kind).check_available()
         choice = manual_choice(kind, n, dim, limit)
-    return _install(store, modality, choice)
+    return _install(store, modality, choice, progress)
 
 
 def describe_choice(choice: IndexChoice) -> str:
     return f"{choice.summary()}: {choice.reason}"
 
 
-__all__ = ["StreamingExact", "build_from_store", "describe_choice", "maybe_reselect", "recall_at_k", "reindex",
+__all__ = ["BackgroundReselect", "StreamingExact", "build_from_store", "describe_choice", "maybe_reselect", "recall_at_k", "reindex",
            "tune", "params_for", "format_bytes"]

@@ -29,7 +29,7 @@ from .discovery import discover, is_under, normalise_root
 from .encoders.runtime import default_workers
 from .errors import DecodeError, ModelLoadError
 from .hashing import content_hash
-from .index_builder import maybe_reselect
+from .index_builder import BackgroundReselect, maybe_reselect
 from .pipelines import Pipeline
 from .progress import NoProgress, Progress
 from .records import FailedFile, IndexReport, MediaFile, Modality, Segment
@@ -140,12 +140,14 @@ class Indexer:
         self.workers = workers or default_workers("cpu")
         self.progress = progress or NoProgress()
         self._last_save = time.monotonic()
+        self._reselect = BackgroundReselect(store)
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:
         started = time.perf_counter()
         roots = [normalise_root(r) for r in roots]
         self.store.acquire_writer()
+        self._reselect = BackgroundReselect(self.store)
         for leftover in leftover_temp_files(self.store.path):  # from a writer killed mid-save
             leftover.unlink(missing_ok=True)
         known = self.store.catalog.all_items()
@@ -205,9 +207,11 @@ class Indexer:
             unreadable |= embed_unreadable
         finally:
             pool.shutdown()
+        self._reselect.finish()  # not on an error: a build still running is abandoned with its daemon thread
+        notes.extend(self._reselect.notes)
         self._record_failures(failed, {str(m.path): m for m in found}, unreadable, hashes)
         self.store.save_indexes()
-        for modality in self.pipelines:  # several-fold growth since the index was built: re-choose its type
+        for modality in self.pipelines:  # grown several-fold since the last choice (made in the background or not)
             maybe_reselect(self.store, modality)
         new_paths = {str(w.media.path) for w in plan.embed} | {str(m.path) for m, _, _ in plan.copies}
         failed_paths = {f.path for f in failed}
@@ -361,6 +365,8 @@ class Indexer:
         self._drop_from_indexes(dropped)
         for modality, ids, matrix in added:
             self.store.loaded_index(modality, matrix.shape[1]).add(ids, matrix)
+        for modality in {modality for modality, _, _ in added}:  # grown several-fold: re-chosen in the background
+            self._reselect.check(modality, len(self.store.index(modality)))
         if time.monotonic() - self._last_save > SAVE_EVERY_SECONDS:
             self.store.save_indexes()
             self._last_save = time.monotonic()

@@ -201,3 +201,71 @@ def test_reading_stored_vectors_in_chunks_never_sorts_the_rest(store):
     with store.catalog.engine.connect() as conn:
         plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "TEMP B-TREE" not in plan and "ix_segments_modality" in plan
+
+
+def test_background_reselection_swaps_in_a_caught_up_index_while_vectors_keep_coming(store, monkeypatch):
+    """An index run that grows the collection several-fold gets the new index type built on a thread while
+    it keeps adding; at the swap the new index catches up with what was committed (and deleted) meanwhile."""
+    import threading
+
+    from mmsearch import index_builder
+    from mmsearch.index_builder import BackgroundReselect
+
+    gate, started = threading.Event(), threading.Event()
+    real_build = index_builder.build_from_store
+
+    def gated_build(*args, **kwargs):
+        started.set()
+        assert gate.wait(30)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(index_builder, "build_from_store", gated_build)
+    reselect = BackgroundReselect(store)
+
+    def grow(start, count):  # what an index run does per batch: commit, add to the live index, check
+        add_vectors(store, start, count)
+        index = store.index(Modality.IMAGE)
+        store.reconcile(Modality.IMAGE, index)  # the run adds what it commits to its live index
+        reselect.check(Modality.IMAGE, len(index))
+        return index
+
+    live = grow(0, 300)
+    assert store.index_choice(Modality.IMAGE).kind == "flat" and not started.is_set()  # exact: only recorded
+    live = grow(300, 1300)  # 1,600 >= 4 x 300: an hnsw build starts in the background
+    assert started.wait(30)
+    live = grow(1600, 200)  # the run goes on with the current (flat) index meanwhile
+    assert live.kind == "flat" and len(live) == 1800
+    with store.catalog.transaction() as conn:
+        gone = store.catalog.delete_items(conn, list(range(1, 51)))[Modality.IMAGE]
+    live.remove(np.asarray(gone))
+    gate.set()
+    reselect.finish()
+    index = store.index(Modality.IMAGE)
+    assert index.kind == "hnsw" and len(index) == 1750
+    assert set(index.ids().tolist()) == set(store.catalog.segment_ids(Modality.IMAGE).tolist())
+    recorded = store.index_choice(Modality.IMAGE)
+    assert recorded.kind == "hnsw" and recorded.n_vectors == 1750
+    assert load_index(store.index_path(Modality.IMAGE)).kind == "hnsw"  # the file was swapped too
+    assert len(reselect.notes) == 1 and "background" in reselect.notes[0] and "1,600" in reselect.notes[0]
+    queries = ClusteredSphere(dim=DIM, clusters=8, seed=1).queries(20)
+    ids = store.catalog.segment_ids(Modality.IMAGE)
+    stored = store.vector_source(Modality.IMAGE)(ids)[1]
+    from mmsearch.index_builder import recall_at_k
+
+    assert recall_at_k(index.search(queries, 10).ids, exact_top_k(queries, stored, ids, 10).ids, 10) >= 0.9
+
+
+def test_a_failed_background_build_keeps_the_current_index(store, monkeypatch):
+    from mmsearch import index_builder
+    from mmsearch.index_builder import BackgroundReselect
+
+    def broken(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(index_builder, "build_from_store", broken)
+    reselect = BackgroundReselect(store)
+    add_vectors(store, 0, 1600)
+    reselect.check(Modality.IMAGE, len(store.index(Modality.IMAGE)))
+    reselect.finish()
+    assert store.index(Modality.IMAGE).kind == "flat" and len(store.index(Modality.IMAGE)) == 1600
+    assert store.index_choice(Modality.IMAGE) is None and "failed" in reselect.notes[0]

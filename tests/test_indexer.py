@@ -148,3 +148,24 @@ def test_broken_and_looping_symlinks_are_listed_as_failed(make_engine, media):
     (media / "nowhere.jpg").write_bytes((media / "photo0.png").read_bytes())
     assert engine.index([media]).failed == ()
     assert "dangling.jpg" not in {os.path.basename(f.path) for f in engine.status().failed}
+
+
+def test_a_run_that_grows_the_collection_re_chooses_the_index_in_the_background(make_engine, tmp_path, monkeypatch):
+    from mmsearch import index_builder
+    from mmsearch import index_selection as selection
+    from mmsearch.records import Modality
+
+    monkeypatch.setattr(selection, "FLAT_MAX", 2)  # a handful of files counts as a large collection
+    monkeypatch.setattr(index_builder, "_machine", lambda: {"faiss_gpus": 0, "torch_cuda": False})
+    root = tmp_path / "many"
+    for i in range(12):
+        write_image(root / f"img{i:02d}.png", seed=i)
+    engine = make_engine(batch_size=1, workers=1)
+    report = engine.index([root])
+    assert report.added == 12 and report.failed == ()
+    assert any("re-chosen in the background" in note for note in report.notes), report.notes
+    index = engine.store.index(Modality.IMAGE)
+    assert index.kind == "hnsw" and len(index) == 12
+    assert engine.store.index_choice(Modality.IMAGE).kind == "hnsw"
+    hits = engine.search(Query(image=root / "img05.png"), kind="image", k=3).hits
+    assert hits[0].path == str(root / "img05.png")
