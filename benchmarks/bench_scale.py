@@ -9,7 +9,7 @@ automatically, then build time, resident memory, recall@10 against exact search 
 
 The data (``mmsearch.synthetic.ClusteredSphere``) is generated in 64k-row blocks and streamed into the
 importer, so memory stays bounded; the exact top-10 of the held-out queries is computed on the way. The
-store needs about 2.2 KB of disk per vector (22 GB at 10M x 512); --workdir chooses where it goes.
+store needs about 2.3 KB of disk per 512-d vector (23 GB at 10M; --workdir chooses where it goes).
 Build time = import + index selection, training, adding and tuning (``maybe_reselect``); generating the
 synthetic rows and the exact ground truth run in the same pass as the import but are timed apart
 (``data_and_truth_seconds``), since a user imports rows that already exist (``mmsearch import-vectors``). Latency is
