@@ -13,14 +13,16 @@ store needs about 2.3 KB of disk per 512-d vector (23 GB at 10M; --workdir choos
 Build time = import + index selection, training, adding and tuning (``maybe_reselect``); generating the
 synthetic rows and the exact ground truth run in the same pass as the import but are timed apart
 (``data_and_truth_seconds``), since a user imports rows that already exist (``mmsearch import-vectors``). Latency is
-``VectorIndex.search`` per query (re-ranking from the catalog included) and, for comparison, the full
-``Searcher`` (catalog lookups, grouping per file).
+``VectorIndex.search`` per query (re-ranking from the catalog included) on queries not searched before
+(``p50_ms``: their candidates' stored vectors may have to come from disk) and on the same queries again
+(``p50_warm_ms``), and, for comparison, the full ``Searcher`` (catalog lookups, grouping per file).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -53,6 +55,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
     parser.add_argument("--threads", type=int, default=None, help="FAISS threads (default: all cores)")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="also time first-time queries after emptying the OS page cache (Linux, root): the "
+                             "worst case, every stored vector re-ranked read from disk")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="  %(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -83,26 +88,41 @@ def main() -> int:
             after_build = memory()
             found = np.vstack([index.search(q[None, :], 10).ids for q in queries])
             recall = recall_at_k(found, truth, 10)
-            latencies = []
-            for query in queries:
-                tick = time.perf_counter()
-                index.search(query[None, :], 10)
-                latencies.append((time.perf_counter() - tick) * 1e3)
+
+            def latencies(search, batch) -> list[float]:
+                times = []
+                for query in batch:
+                    tick = time.perf_counter()
+                    search(query[None, :])
+                    times.append((time.perf_counter() - tick) * 1e3)
+                return times
+
+            # first-time queries (their candidates' stored vectors and catalog rows not read before), then
+            # the same queries again (warm: what repeated or popular queries cost)
+            fresh = space.queries(args.queries, salt=11)
+            cold = latencies(lambda q: index.search(q, 10), fresh)
+            warm = latencies(lambda q: index.search(q, 10), fresh)
             searcher = Searcher(store)
             searcher.search(QueryVectors({"clip": queries[:1]}), kind="image", k=10)  # loads calibration sample
-            full = []
-            for query in queries[:200]:
-                tick = time.perf_counter()
-                searcher.search(QueryVectors({"clip": query[None, :]}), kind="image", k=10)
-                full.append((time.perf_counter() - tick) * 1e3)
+            whole = space.queries(200, salt=13)
+            full_cold = latencies(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
+            full_warm = latencies(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
+            if args.drop_caches:
+                os.sync()
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
+                dropped = latencies(lambda q: index.search(q, 10), space.queries(args.queries, salt=17))
+                result["p50_after_drop_caches_ms"] = round(float(np.percentile(dropped, 50)), 3)
+                result["p95_after_drop_caches_ms"] = round(float(np.percentile(dropped, 95)), 3)
             end = memory()
             result.update(
                 index={"kind": choice.kind, "params": dict(choice.params), "reason": choice.reason},
                 import_seconds=round(import_seconds, 1), index_seconds=round(index_seconds, 1),
                 data_and_truth_seconds=timings["data_seconds"], wall_seconds=round(time.perf_counter() - started, 1),
                 build_seconds=round(build_seconds, 1), recall_at_10=round(recall, 4),
-                p50_ms=round(float(np.percentile(latencies, 50)), 3), p95_ms=round(float(np.percentile(latencies, 95)), 3),
-                searcher_p50_ms=round(float(np.percentile(full, 50)), 3),
+                p50_ms=round(float(np.percentile(cold, 50)), 3), p95_ms=round(float(np.percentile(cold, 95)), 3),
+                p50_warm_ms=round(float(np.percentile(warm, 50)), 3),
+                searcher_p50_ms=round(float(np.percentile(full_cold, 50)), 3),
+                searcher_p50_warm_ms=round(float(np.percentile(full_warm, 50)), 3),
                 rss_gib_after_build=round(after_build["VmRSS"] / 2**30, 3), rss_gib=round(end["VmRSS"] / 2**30, 3),
                 peak_rss_gib=round(end["VmHWM"] / 2**30, 3), index_bytes=index.memory_bytes(),
                 store_disk_gib=round(store.disk_bytes() / 2**30, 2))
