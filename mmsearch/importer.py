@@ -26,10 +26,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .catalog import INDEXED, Catalog, ItemRow, item_ids_by_path
 from .encoders.base import ModelIdentity
 from .encoders.specs import fingerprint, parse_spec
 from .errors import DimensionMismatchError, PathNotFoundError, UsageError
-from .catalog import INDEXED, Catalog, ItemRow, item_ids_by_path
 from .progress import NoProgress, Progress
 from .records import Modality, Segment
 from .store import SPACE_OF, Store

@@ -236,18 +236,20 @@ class BackgroundReselect:
     the run goes on adding to the current index. A later ``check`` (or ``finish``) on the run's thread
     swaps it in: it is reconciled with the catalog (vectors committed since the build read them are
     added, deleted ones removed), its file replaces the old one atomically, and the choice is recorded.
-    A failed build is logged and leaves the current index in place. ``notes`` says what happened."""
+    A failed build is logged and leaves the current index in place (no second try in the background
+    during the run; the run's end re-selects as usual). ``notes`` says what happened."""
 
     def __init__(self, store: "Store", *, budget: int | str | None = None, growth: float = GROWTH):
         self.store, self.budget, self.growth = store, budget, growth
         self.notes: list[str] = []
         self._recorded: dict[Modality, IndexChoice | None] = {}
         self._running: dict[Modality, tuple[threading.Thread, dict[str, Any]]] = {}
+        self._failed: set[Modality] = set()
 
     def check(self, modality: Modality, n: int) -> None:
         """Swap in finished builds; start one for ``modality`` if it holds ``n`` vectors and is due."""
         self._swap_finished()
-        if modality in self._running:
+        if modality in self._running or modality in self._failed:
             return
         if modality not in self._recorded:
             self._recorded[modality] = recorded_choice(self.store.catalog.info(), modality.value)
@@ -287,6 +289,7 @@ class BackgroundReselect:
                 continue
             del self._running[modality]
             if "built" not in outcome:
+                self._failed.add(modality)
                 self.notes.append(f"{modality.value} index: the background rebuild failed ({outcome['error']}); "
                                   f"kept the current one")
                 continue

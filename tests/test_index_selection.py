@@ -259,7 +259,10 @@ def test_a_failed_background_build_keeps_the_current_index(store, monkeypatch):
     from mmsearch import index_builder
     from mmsearch.index_builder import BackgroundReselect
 
+    calls = []
+
     def broken(*args, **kwargs):
+        calls.append(1)
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(index_builder, "build_from_store", broken)
@@ -267,5 +270,8 @@ def test_a_failed_background_build_keeps_the_current_index(store, monkeypatch):
     add_vectors(store, 0, 1600)
     reselect.check(Modality.IMAGE, len(store.index(Modality.IMAGE)))
     reselect.finish()
+    reselect.check(Modality.IMAGE, len(store.index(Modality.IMAGE)))  # not tried again during the run
+    reselect.finish()
+    assert len(calls) == 1 and len(reselect.notes) == 1
     assert store.index(Modality.IMAGE).kind == "flat" and len(store.index(Modality.IMAGE)) == 1600
     assert store.index_choice(Modality.IMAGE) is None and "failed" in reselect.notes[0]
