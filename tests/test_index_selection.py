@@ -275,3 +275,36 @@ def test_a_failed_background_build_keeps_the_current_index(store, monkeypatch):
     assert len(calls) == 1 and len(reselect.notes) == 1
     assert store.index(Modality.IMAGE).kind == "flat" and len(store.index(Modality.IMAGE)) == 1600
     assert store.index_choice(Modality.IMAGE) is None and "failed" in reselect.notes[0]
+
+
+def test_ivf_pq_tuning_re_ranks_as_few_stored_vectors_as_reach_the_target():
+    """Each candidate IVF-PQ re-ranks is a stored vector read from the catalog (from disk when cold): tuning
+    keeps the smallest re-ranking factor that still reaches the recall target, and keeps the default when
+    the codes are too coarse for fewer."""
+    from mmsearch.index_builder import TARGET_RECALL, recall_at_k, tune
+    from mmsearch.vector_index import create_index
+
+    space = ClusteredSphere(dim=DIM, clusters=8, seed=1)
+    base, ids = space.rows(0, 4000), np.arange(4000, dtype=np.int64) * 3 + 1
+    queries, held = space.rows(4000, 100), np.arange(100)
+    truth = exact_top_k(queries, base, ids, 10).ids
+    reads = []
+
+    def source(wanted):
+        reads.append(len(wanted))
+        at = (np.asarray(wanted) - 1) // 3
+        return np.asarray(wanted), base[at]
+
+    chosen, notes = {}, {}
+    for m in (16, 1):  # 2 dimensions per code byte (close to exact), then all 32 in one byte (coarse)
+        index = create_index("ivf-pq", DIM, {"nlist": 16, "nprobe": 1, "m": m, "nbits": 8, "rerank": 10}, source=source)
+        index.train(base)
+        index.add(ids, base)
+        recall, note = tune(index, queries, None, truth)
+        chosen[m], notes[m] = index.params["rerank"], note
+        assert recall >= TARGET_RECALL or chosen[m] == 40
+        reads.clear()
+        assert recall_at_k(index.search(queries, 10).ids, truth, 10) == recall
+        assert max(reads) <= 10 * chosen[m] * len(queries)
+    assert chosen[16] < 10 and f"rerank={chosen[16]}" in notes[16]
+    assert chosen[1] >= 10 and "rerank=" not in notes[1]
