@@ -36,7 +36,10 @@ compared with every list centroid, so the centroids cost the build ``nlist * dim
 vector: at 10M x 512 on two cores, adding takes about 7 min with 4,096 lists and about 28 with 16,384
 (an HNSW graph over 16,384 centroids made it 17 min, after 24 min of training). Beyond 4,096 the lists
 grow instead; a query scans about 50 ns per PQ code, and ``nprobe`` is tuned for recall on the store."""
-PQ_M_CANDIDATES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
+PQ_M_CANDIDATES = (128, 96, 64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
+"""PQ code sizes (bytes per vector) tried largest first, at most dim/4 (4 dimensions per byte). Finer codes
+need fewer candidates re-ranked from the stored vectors, which are random reads from the catalog: on
+500k of the benchmark's vectors, recall@10 0.96 needs 3x re-ranking at m=64 and 2x at m=128."""
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
           "g": 10**9, "gb": 10**9, "gib": 1 << 30, "t": 10**12, "tb": 10**12, "tib": 1 << 40}

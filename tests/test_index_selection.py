@@ -49,7 +49,7 @@ def test_ten_million_gets_pq_codes_that_fit_the_budget():
     choice = choose_index(10_000_000, 512, 8 * GiB)
     assert choice.kind == "ivf-pq"
     assert choice.params["nlist"] == nlist_for(10_000_000) == 4096
-    assert 512 % choice.params["m"] == 0 and choice.params["m"] == 64
+    assert 512 % choice.params["m"] == 0 and choice.params["m"] == 128  # 4 dimensions per code byte
     assert choice.estimated_bytes <= 4 * GiB and "re-ranked" in choice.reason
     tight = choose_index(10_000_000, 512, 1 * GiB)
     assert tight.kind == "ivf-pq" and tight.params["m"] < choice.params["m"]
