@@ -343,5 +343,5 @@ def describe_choice(choice: IndexChoice) -> str:
     return f"{choice.summary()}: {choice.reason}"
 
 
-__all__ = ["BackgroundReselect", "StreamingExact", "build_from_store", "describe_choice", "maybe_reselect", "recall_at_k", "reindex",
-           "tune", "params_for", "format_bytes"]
+__all__ = ["BackgroundReselect", "StreamingExact", "build_from_store", "describe_choice", "maybe_reselect",
+           "recall_at_k", "reindex", "tune", "params_for", "format_bytes"]

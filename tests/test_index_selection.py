@@ -286,7 +286,7 @@ def test_ivf_pq_tuning_re_ranks_as_few_stored_vectors_as_reach_the_target():
 
     space = ClusteredSphere(dim=DIM, clusters=8, seed=1)
     base, ids = space.rows(0, 4000), np.arange(4000, dtype=np.int64) * 3 + 1
-    queries, held = space.rows(4000, 100), np.arange(100)
+    queries = space.rows(4000, 100)
     truth = exact_top_k(queries, base, ids, 10).ids
     reads = []
 
