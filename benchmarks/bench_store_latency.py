@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rerank", default="", help="comma-separated IVF-PQ re-ranking factors to compare")
     parser.add_argument("--drop-caches", action="store_true")
+    parser.add_argument("--open-only", action="store_true", help="only time opening the store and its index "
+                                                                  "(what every new search process pays)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result: dict = {"store": str(args.store)}
@@ -65,6 +67,9 @@ def main() -> int:
         tick = time.perf_counter()
         index = store.index(Modality.IMAGE)
         result.update(index=index.describe(), open_seconds=round(time.perf_counter() - tick, 1))
+        if args.open_only:
+            print(json.dumps(result, indent=2 if args.json else None))
+            return 0
         queries = space.queries(args.queries, salt=23)
         tick = time.perf_counter()
         exact = StreamingExact(queries, None, 10)

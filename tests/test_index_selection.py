@@ -308,3 +308,36 @@ def test_ivf_pq_tuning_re_ranks_as_few_stored_vectors_as_reach_the_target():
         assert max(reads) <= 10 * chosen[m] * len(queries)
     assert chosen[16] < 10 and f"rerank={chosen[16]}" in notes[16]
     assert chosen[1] >= 10 and "rerank=" not in notes[1]
+
+
+def test_opening_a_store_checks_the_index_against_the_catalog_cheaply_and_reconciles_when_it_differs(
+        store, monkeypatch):
+    """A saved index in step with the catalog is used as is (listing 10M ids to compare takes 15 s); one
+    that missed commits (a writer killed before saving) is brought up to date from the stored vectors."""
+    from mmsearch.store import Store
+
+    add_vectors(store, 0, 500)
+    store.index(Modality.IMAGE)
+    store.save_indexes()
+    path = store.path
+    store.close()
+    calls = []
+    real = Store.reconcile
+    monkeypatch.setattr(Store, "reconcile", lambda self, m, i: calls.append(m) or real(self, m, i))
+
+    def reopen():
+        with Store.open(path) as opened:
+            index = opened.index(Modality.IMAGE)
+            assert set(index.ids().tolist()) == set(opened.catalog.segment_ids(Modality.IMAGE).tolist())
+            return len(index)
+
+    assert reopen() == 500 and calls == []  # in step: no reconcile
+    with Store.open(path) as opened:  # catalog commits the saved index never saw: a deletion...
+        opened.acquire_writer()
+        with opened.catalog.transaction() as conn:
+            opened.catalog.delete_items(conn, [3])
+    assert reopen() == 499 and calls == [Modality.IMAGE]
+    with Store.open(path) as opened:  # ...then an addition: the count is the saved index's again (500)
+        opened.acquire_writer()
+        add_vectors(opened, 900, 1)
+    assert reopen() == 500 and len(calls) == 2
