@@ -144,10 +144,11 @@ class Store:
         count and newest id alone (a second at 10M, where listing every id for ``reconcile`` takes 15 s).
 
         An index file is written only by the writer, holding exactly the catalog's segments of the moment
-        (it adds and removes after each commit; a rebuilt index is reconciled before it is saved). Segment
-        ids only grow and are never reused, so since then the catalog can only have lost some of those
-        segments and gained newer ones: with the same newest id it gained none (or lost them again), and
-        with the same count it lost none. An id held twice (a damaged file) fails the check too."""
+        (it adds and removes after each commit; a rebuilt index is read from the catalog under the writer
+        lock, or reconciled, before it is saved). Segment ids only grow and are never reused, so since then
+        the catalog can only have lost some of those segments and gained newer ones: with the same newest
+        id it gained none (or lost them again), and with the same count it lost none. An id held twice (a
+        damaged file) fails the check too."""
         held = index.ids()
         with self.catalog.engine.connect() as conn:
             count, newest = conn.execute(select(func.count(), func.max(segments.c.id))
