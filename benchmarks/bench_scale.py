@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthetic_store import fill_store, memory
+from synthetic_store import drop_caches, fill_store, memory, timed
 
 from mmsearch.index_builder import maybe_reselect, recall_at_k, reindex
 from mmsearch.records import Modality
@@ -89,28 +88,19 @@ def main() -> int:
             found = np.vstack([index.search(q[None, :], 10).ids for q in queries])
             recall = recall_at_k(found, truth, 10)
 
-            def latencies(search, batch) -> list[float]:
-                times = []
-                for query in batch:
-                    tick = time.perf_counter()
-                    search(query[None, :])
-                    times.append((time.perf_counter() - tick) * 1e3)
-                return times
-
             # first-time queries (their candidates' stored vectors and catalog rows not read before), then
             # the same queries again (warm: what repeated or popular queries cost)
             fresh = space.queries(args.queries, salt=11)
-            cold = latencies(lambda q: index.search(q, 10), fresh)
-            warm = latencies(lambda q: index.search(q, 10), fresh)
+            cold = timed(lambda q: index.search(q, 10), fresh)
+            warm = timed(lambda q: index.search(q, 10), fresh)
             searcher = Searcher(store)
             searcher.search(QueryVectors({"clip": queries[:1]}), kind="image", k=10)  # loads calibration sample
             whole = space.queries(200, salt=13)
-            full_cold = latencies(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
-            full_warm = latencies(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
+            full_cold = timed(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
+            full_warm = timed(lambda q: searcher.search(QueryVectors({"clip": q}), kind="image", k=10), whole)
             if args.drop_caches:
-                os.sync()
-                Path("/proc/sys/vm/drop_caches").write_text("3\n")
-                dropped = latencies(lambda q: index.search(q, 10), space.queries(args.queries, salt=17))
+                drop_caches()
+                dropped = timed(lambda q: index.search(q, 10), space.queries(args.queries, salt=17))
                 result["p50_after_drop_caches_ms"] = round(float(np.percentile(dropped, 50)), 3)
                 result["p95_after_drop_caches_ms"] = round(float(np.percentile(dropped, 95)), 3)
             end = memory()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from synthetic_store import drop_caches, timed
 
 from mmsearch.ann_bench import process_memory
 from mmsearch.index_builder import StreamingExact, recall_at_k
@@ -30,22 +31,8 @@ from mmsearch.store import Store
 from mmsearch.synthetic import ClusteredSphere
 
 
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
 def percentiles(times: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
-
-
-def timed(search, queries: np.ndarray) -> list[float]:
-    times = []
-    for query in queries:
-        tick = time.perf_counter()
-        search(query[None, :])
-        times.append((time.perf_counter() - tick) * 1e3)
-    return times
 
 
 def main() -> int:

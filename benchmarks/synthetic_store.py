@@ -80,3 +80,21 @@ def memory() -> dict[str, int]:
     from mmsearch.ann_bench import process_memory
 
     return process_memory()
+
+
+def timed(search, queries: np.ndarray) -> list[float]:
+    """Milliseconds of ``search(query[None, :])`` for each query row, one at a time (batch 1)."""
+    times = []
+    for query in queries:
+        tick = time.perf_counter()
+        search(query[None, :])
+        times.append((time.perf_counter() - tick) * 1e3)
+    return times
+
+
+def drop_caches() -> None:
+    """Empty the OS page cache (Linux, root): the next reads of the store come from disk."""
+    import os
+
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")

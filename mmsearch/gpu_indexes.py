@@ -278,7 +278,6 @@ class TorchFlatIndex(_Replicated):
         return torch.device(device), getattr(torch, dtype)
 
     def _make_replica(self):
-
         device, dtype = self._device_and_dtype()
         ids = self._held_ids()
         _, vectors = self.vectors_of(ids)

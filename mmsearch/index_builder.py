@@ -90,10 +90,14 @@ def tune(index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray | None, 
     limit = int(index.params.get("nlist", 1 << 30)) if name == "nprobe" else 1 << 30
     ladder = [value for value in LADDERS[name] if value <= min(limit, 1024 if name == "nprobe" else limit)] or [1]
     fetch = k + (query_ids is not None)
+
+    def measure() -> float:
+        return recall_at_k(_without_self(index.search(queries, fetch).ids, query_ids, k), truth, k)
+
     best = (-1.0, ladder[0])
     for value in ladder:
         index.set_param(name, value)
-        recall = recall_at_k(_without_self(index.search(queries, fetch).ids, query_ids, k), truth, k)
+        recall = measure()
         if recall > best[0] + 1e-9:
             best = (recall, value)
         if recall >= target:
@@ -106,7 +110,7 @@ def tune(index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray | None, 
         original = int(index.params["rerank"])
         for rerank in (value for value in RERANK_FEWER if value < original):
             index.set_param("rerank", rerank)
-            recall = recall_at_k(_without_self(index.search(queries, fetch).ids, query_ids, k), truth, k)
+            recall = measure()
             if recall >= target:
                 best = (recall, best[1])
                 note = f", rerank={rerank}"
@@ -116,7 +120,7 @@ def tune(index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray | None, 
     if best[0] < target and index.kind == "ivf-pq":
         for rerank in (20, 40):
             index.set_param("rerank", rerank)
-            recall = recall_at_k(_without_self(index.search(queries, fetch).ids, query_ids, k), truth, k)
+            recall = measure()
             if recall > best[0]:
                 best = (recall, best[1])
             else:
@@ -210,8 +214,10 @@ def _reselection(store: "Store", modality: Modality, n: int, recorded: IndexChoi
                  budget: int | str | None, growth: float) -> tuple[IndexChoice, bool] | None:
     """The choice for ``n`` vectors when ``recorded`` is due for re-selection, and whether it means a
     rebuild (an exact type that stays exact only needs its record updated); None when not due."""
+    if not n or not needs_reselect(recorded, n, growth):
+        return None
     dim = store.dim(modality)
-    if dim is None or not n or not needs_reselect(recorded, n, growth):
+    if dim is None:
         return None
     limit = _budget(store, budget)
     if recorded is not None and recorded.mode == "manual":
