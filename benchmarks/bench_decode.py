@@ -25,7 +25,7 @@ def _pipeline(device: str = "cpu"):
     global _PIPELINE
     if _PIPELINE is None:
         from mmsearch.encoders.clip import load_clip
-        from mmsearch.pipelines import ImagePipeline
+        from mmsearch.ingest.pipelines import ImagePipeline
 
         _PIPELINE = ImagePipeline(load_clip("ViT-B-32:random", device=device))
     return _PIPELINE

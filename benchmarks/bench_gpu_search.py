@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from mmsearch import gpu_indexes
-from mmsearch.index_builder import recall_at_k
-from mmsearch.synthetic import ClusteredSphere
-from mmsearch.vector_index import create_index
+from mmsearch.bench.synthetic import ClusteredSphere
+from mmsearch.index import gpu as gpu_indexes
+from mmsearch.index.exact import recall_at_k
+from mmsearch.index.factory import create_index
 
 
 def make_rows(space: ClusteredSphere, n: int, chunk: int = 65_536) -> np.ndarray:

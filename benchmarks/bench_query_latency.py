@@ -32,7 +32,7 @@ def cold(store: Path, runs: int) -> list[float]:
 def warm(store: Path, queries: int) -> tuple[list[float], float]:
     from mmsearch.config import Settings
     from mmsearch.engine import Engine
-    from mmsearch.queries import Query
+    from mmsearch.search.queries import Query
 
     started = time.perf_counter()
     engine = Engine.open(Settings.resolve(store=store))

@@ -29,7 +29,7 @@ SPLITS = ("train2017", "val2017")
 
 def write_pairs(corpus: Path, out: Path) -> tuple[int, int]:
     """Both COCO caption files -> one JSONL file (absolute image paths); returns (images, captions)."""
-    from mmsearch.evaluation import load_pairs
+    from mmsearch.evaluation.pairs import load_pairs
 
     images = captions = 0
     with out.open("w", encoding="utf-8") as sink:

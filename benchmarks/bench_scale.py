@@ -32,11 +32,12 @@ import numpy as np
 
 from synthetic_store import drop_caches, fill_store, memory, timed
 
-from mmsearch.index_builder import maybe_reselect, recall_at_k, reindex
+from mmsearch.bench.synthetic import ClusteredSphere
+from mmsearch.index.exact import recall_at_k
 from mmsearch.records import Modality
-from mmsearch.searcher import QueryVectors, Searcher
-from mmsearch.store import Store
-from mmsearch.synthetic import ClusteredSphere
+from mmsearch.search.searcher import QueryVectors, Searcher
+from mmsearch.store.folder import Store
+from mmsearch.store.reselect import maybe_reselect, reindex
 
 TARGETS = {1_000_000: {"recall": 0.95, "p50_ms": 5.0},
            10_000_000: {"recall": 0.90, "p50_ms": 20.0, "rss_gib": 8.0, "build_min": 60.0}}

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from synthetic_store import fill_store
 
-from mmsearch.index_builder import reindex
+from mmsearch.bench.synthetic import ClusteredSphere
 from mmsearch.records import Modality
-from mmsearch.searcher import QueryVectors, Searcher
-from mmsearch.store import Store
-from mmsearch.synthetic import ClusteredSphere
+from mmsearch.search.searcher import QueryVectors, Searcher
+from mmsearch.store.folder import Store
+from mmsearch.store.reselect import reindex
 
 
 def per_query(fn, queries, seconds: float) -> float:

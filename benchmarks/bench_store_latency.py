@@ -23,12 +23,12 @@ import numpy as np
 
 from synthetic_store import drop_caches, timed
 
-from mmsearch.ann_bench import process_memory
-from mmsearch.index_builder import StreamingExact, recall_at_k
+from mmsearch.bench.ann import process_memory
+from mmsearch.bench.synthetic import ClusteredSphere
+from mmsearch.index.exact import ExactTopK, recall_at_k
 from mmsearch.records import Modality
-from mmsearch.searcher import QueryVectors, Searcher
-from mmsearch.store import Store
-from mmsearch.synthetic import ClusteredSphere
+from mmsearch.search.searcher import QueryVectors, Searcher
+from mmsearch.store.folder import Store
 
 
 def percentiles(times: list[float]) -> dict[str, float]:
@@ -59,7 +59,7 @@ def main() -> int:
             return 0
         queries = space.queries(args.queries, salt=23)
         tick = time.perf_counter()
-        exact = StreamingExact(queries, None, 10)
+        exact = ExactTopK(queries, 10)
         for ids, vectors in store.catalog.iter_vectors(Modality.IMAGE, dim, chunk=100_000):
             exact.update(ids, vectors)
         result["truth_seconds"] = round(time.perf_counter() - tick, 1)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.importer import ImportChunk, bind_import_model, import_chunks
-from mmsearch.index_builder import StreamingExact
+from mmsearch.bench.synthetic import ClusteredSphere
+from mmsearch.index.exact import ExactTopK
+from mmsearch.ingest.importer import ImportChunk, bind_import_model, import_chunks
 from mmsearch.records import Modality
-from mmsearch.store import Store
-from mmsearch.synthetic import ClusteredSphere
+from mmsearch.store.folder import Store
 
 MODEL_LABEL = "synthetic-clustered:random"
 """The model spec recorded in the store: a label (no model is ever loaded by these benchmarks)."""
@@ -32,7 +32,7 @@ def fill_store(store: Store, space: ClusteredSphere, n: int, queries: np.ndarray
     "data_seconds" for them and "wall_seconds" for the whole pass)."""
     store.acquire_writer()
     bind_import_model(store, Modality.IMAGE, MODEL_LABEL, space.dim, "synthetic")
-    exact = StreamingExact(queries, None, k) if len(queries) else None
+    exact = ExactTopK(queries, k) if len(queries) else None
     started = last = time.perf_counter()
     data_seconds = 0.0
 
@@ -65,19 +65,14 @@ def rows_to_segment_ids(store: Store, rows: np.ndarray) -> np.ndarray:
     """Map row numbers (as generated) to the segment ids the import gave them, through their paths."""
     wanted = np.unique(rows[rows >= 0])
     by_row: dict[int, int] = {}
-    with store.catalog.engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
-            chunk = [path_of(int(r)) for r in wanted[start:start + 500]]
-            marks = ",".join("?" * len(chunk))
-            for seg_id, path in conn.exec_driver_sql(
-                    f"SELECT segments.id, items.path FROM items JOIN segments ON segments.item_id = items.id "
-                    f"WHERE items.path IN ({marks})", tuple(chunk)).all():
-                by_row[int(Path(path).stem)] = int(seg_id)
+    with store.catalog.snapshot() as read:
+        for path, seg_ids in read.segment_ids_by_path([path_of(int(r)) for r in wanted]).items():
+            by_row[int(Path(path).stem)] = seg_ids[0]
     return np.vectorize(lambda r: by_row.get(int(r), -1), otypes=[np.int64])(rows)
 
 
 def memory() -> dict[str, int]:
-    from mmsearch.ann_bench import process_memory
+    from mmsearch.bench.ann import process_memory
 
     return process_memory()
 

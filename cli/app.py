@@ -10,7 +10,7 @@ import typer
 
 from mmsearch.config import Settings
 from mmsearch.engine import Engine
-from mmsearch.queries import Query
+from mmsearch.search.queries import Query
 
 from .bench import bench_app
 from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
@@ -77,7 +77,7 @@ def index(
 def search(
     text: Optional[str] = typer.Argument(None, help="Text to search for."),
     image: Optional[Path] = typer.Option(None, "--image", help="Search with an image file (alone or with TEXT)."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Search with an audio file (its first minute)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Search with an audio file (its first 47.5 s)."),
     kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio or all."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of hits (files), default 10."),
     path: Optional[str] = typer.Option(None, "--path", help="Only files whose absolute path matches this glob."),
@@ -140,7 +140,7 @@ def align(
     json: bool = JsonOption,
 ) -> None:
     """Fit the linear map between the audio model's space and the image model's space, through text."""
-    from mmsearch.alignment import describe_fit, read_captions
+    from mmsearch.bridge.alignment import describe_fit, read_captions
 
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
     sentences = read_captions(captions) if captions is not None else None

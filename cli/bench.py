@@ -154,8 +154,8 @@ def index(
     encode_limit: int = typer.Option(1024, "--encode-limit", help="Most images held decoded for the model-only timing."),
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
+    from mmsearch.bench.throughput import measure_index_throughput
     from mmsearch.encoders.clip import load_clip
-    from mmsearch.throughput import measure_index_throughput
 
     settings = _settings(model=model, batch_size=batch_size, workers=workers, precision=precision, device=device)
     encoder = load_clip(settings.model or DEFAULT_MODEL, device=settings.device, precision=settings.precision)

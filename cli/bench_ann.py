@@ -36,11 +36,11 @@ def ann(
     index bytes and resident-memory growth, queries/s at batch 1 and 64, p50 latency at batch 1."""
     import faiss
 
-    from mmsearch.ann_bench import run_ann_bench, store_dataset, synthetic_dataset
+    from mmsearch.bench.ann import run_ann_bench, store_dataset, synthetic_dataset
     from mmsearch.config import Settings
     from mmsearch.errors import UsageError
     from mmsearch.records import Modality
-    from mmsearch.store import Store
+    from mmsearch.store.folder import Store
 
     if (store is None) == (synthetic is None):
         raise UsageError("give either --store DIR or --synthetic N")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from mmsearch.bench.throughput import ThroughputReport
 from mmsearch.evaluation.render import recall_record, recall_table
-from mmsearch.evaluation.runner import RecallReport
-from mmsearch.throughput import ThroughputReport
+from mmsearch.evaluation.results import RecallReport
 
 from .output import failed_json
 

@@ -10,7 +10,7 @@ import typer
 
 from mmsearch.config import Settings
 from mmsearch.records import Modality
-from mmsearch.store import CATALOG_NAME, Store
+from mmsearch.store.folder import CATALOG_NAME, Store
 
 from .errors import guarded
 from .output import BarProgress, emit_json
@@ -42,7 +42,7 @@ def import_vectors(
     """Import precomputed embeddings (e.g. clip-retrieval's) as catalog items with their vectors; the
     index type is re-chosen for the new collection size."""
     from mmsearch.errors import UsageError
-    from mmsearch.importer import import_vectors as run_import
+    from mmsearch.ingest.importer import import_vectors as run_import
 
     if modality is not None and modality not in {m.value for m in Modality}:
         raise UsageError(f"--modality must be image, text or audio, not {modality!r}")
@@ -77,8 +77,8 @@ def reindex(
     the memory budget; any other type is kept as the collection grows). Search parameters (nprobe,
     efSearch) are tuned for recall@10 >= 0.95 on the store's own vectors."""
     from mmsearch.errors import UsageError
-    from mmsearch.index_builder import reindex as run_reindex
-    from mmsearch.vector_index import KINDS
+    from mmsearch.index.factory import KINDS
+    from mmsearch.store.reselect import reindex as run_reindex
 
     if index_type != "auto" and index_type not in KINDS:
         raise UsageError(f"--index-type must be auto or one of {', '.join(KINDS)}, not {index_type!r}")

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .errors import UsageError
+
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -59,16 +61,14 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        from .errors import UsageError
-
         if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+            raise UsageError(f"{{opt:batch_size}} must be at least 1, not {self.batch_size}")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+            raise UsageError(f"{{opt:precision}} must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if not self.file_timeout > 0:
-            raise UsageError(f"--file-timeout must be a positive number of seconds, not {self.file_timeout}")
+            raise UsageError(f"{{opt:file_timeout}} must be a positive number of seconds, not {self.file_timeout}")
         if self.workers is not None and self.workers < 1:
-            raise UsageError(f"--workers must be at least 1, not {self.workers}")
+            raise UsageError(f"{{opt:workers}} must be at least 1, not {self.workers}")
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)

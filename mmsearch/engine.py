@@ -1,4 +1,10 @@
-"""Composition root: settings -> store + encoders -> indexer and searcher. The CLI talks only to this."""
+"""The composition root: settings -> a store and the models that serve it -> indexing, search and upkeep.
+
+``open_store(path, ...)`` is the public entry point (the CLI and the HTTP server use it too): it resolves
+settings (argument > ``MMSEARCH_*`` environment variable > default), opens the store folder and returns an
+``Engine``, which loads each model on first use. Everything a job needs is put together here, and only
+here: pipelines for the indexer, query vectors and the bridge for the searcher.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,27 +14,46 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .alignment import BRIDGE_NAME, fit_bridge
-from .bridge import SpaceMap
+from .bridge.alignment import BRIDGE_NAME, describe_fit, fit_bridge
+from .bridge.linear import SpaceMap
 from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
-from .discovery import normalise_root
 from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
 from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
-from .indexer import Indexer
-from .pipelines import AudioPipeline, ImagePipeline, TextPipeline
+from .ingest.discovery import normalise_root
+from .ingest.indexer import Indexer
+from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline
 from .progress import Progress
-from .queries import Query, embed_query
 from .records import IndexReport, Modality, SearchResult, StoreStatus
-from .searcher import Searcher
-from .store import Store
+from .search.queries import Query, embed_query
+from .search.searcher import Searcher
+from .store.folder import Store
 
 log = logging.getLogger(__name__)
 
 NO_AUDIO = "none"
 """``--audio-model none``: leave audio files out."""
 
-__all__ = ["Engine", "Query"]
+__all__ = ["Engine", "Query", "open_store"]
+
+
+def open_store(path: Path | str | None = None, *, create: bool = False, model: str | None = None,
+               audio_model: str | None = None, device: str | None = None, precision: str | None = None,
+               batch_size: int | None = None, workers: int | None = None,
+               file_timeout: float | None = None) -> "Engine":
+    """Open the store at ``path`` (default: ``$MMSEARCH_STORE``, else the default store folder) and return
+    its ``Engine``. ``create``: make the store when there is none yet (else ``StoreNotFoundError``).
+
+    ``model`` (``ARCH:WEIGHTS``: an open_clip pretrained tag, a checkpoint path, or ``random``) and
+    ``audio_model`` (``OWNER/NAME:hub``, ``ARCH:/saved/dir``, ``ARCH:random`` or ``none``) default to the
+    store's own models, else to mmsearch's defaults; a store refuses models other than those that made
+    its vectors. ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16, fp16), ``batch_size``,
+    ``workers`` and ``file_timeout`` tune indexing. Each setting not given is read from its ``MMSEARCH_*``
+    environment variable (``MMSEARCH_MODEL``...) before falling back to its default. Use the engine as a
+    context manager, or call ``close()``."""
+    settings = Settings.resolve(store=path, model=model, audio_model=audio_model, device=device,
+                                precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout)
+    return Engine.open(settings, create=create)
 
 
 class LazyEncoder:
@@ -45,7 +70,8 @@ class LazyEncoder:
 
 
 class Engine:
-    """One store and the models that serve it, loaded on first use."""
+    """One store and the models that serve it, loaded on first use: ``index``, ``search``, ``remove``,
+    ``status``, ``align``. Made by ``open_store``; ``clip``/``clap`` inject loaded encoders (tests)."""
 
     def __init__(self, settings: Settings, store: Store, *, clip=None, clap=None):
         self.settings = settings
@@ -101,7 +127,7 @@ class Engine:
         if self._clap is None:
             spec = self.clap_spec()
             if spec is None:
-                raise UsageError("audio is switched off (--audio-model none)")
+                raise UsageError("audio is switched off ({opt:audio_model} none)")
             from .encoders.clap import load_audio_encoder
 
             self._clap = load_audio_encoder(spec, device=self.settings.device)
@@ -160,8 +186,15 @@ class Engine:
         bridge.save(self.store.path / BRIDGE_NAME)
         return bridge
 
-    def search(self, query: Query, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
+    def search(self, query: Query | str | None = None, *, image: Path | str | None = None,
+               audio: Path | str | None = None, kind: str = "all", k: int = 10, path_glob: str | None = None,
                strict_k: bool = False) -> SearchResult:
+        """The ``k`` files nearest a query: text (``query`` as a string), an ``image`` file, an ``audio`` file
+        (its first 47.5 s), or text and files together; or a ``Query`` holding them. ``kind``: image, text,
+        audio or all (ranked by calibrated score). ``path_glob``: only files whose absolute path matches
+        (``*``, ``?``, ``[...]``; a relative pattern matches below any folder). ``strict_k``: refuse a ``k``
+        larger than the files there are (else fewer hits come back, with a note)."""
+        query = _as_query(query, image, audio)
         if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
         files, _ = self.store.catalog.counts()
@@ -196,8 +229,8 @@ class Engine:
                 if not matched:
                     raise UsageError(f"{path}: not in this store")
                 doomed.extend(matched)
-            with self.store.catalog.transaction() as conn:
-                removed = self.store.catalog.delete_items(conn, sorted(set(doomed)))
+            with self.store.catalog.transaction() as write:
+                removed = write.delete_items(sorted(set(doomed)))
             for modality, ids in removed.items():
                 index = self.store.index(modality)
                 if index is not None:
@@ -226,8 +259,6 @@ class Engine:
                 extra["bridge"] = f"unusable: {exc}"
             else:
                 if bridge is not None:
-                    from .alignment import describe_fit
-
                     extra["bridge"] = {"audio_to_clip": describe_fit(bridge.forward.fit),
                                        "clip_to_audio": describe_fit(bridge.reverse.fit)}
         return StoreStatus(
@@ -236,3 +267,13 @@ class Engine:
             segments={m.value: segments.get(m.value, 0) for m in Modality}, failed=self.store.catalog.failures(),
             index=index_types, bytes=self.store.disk_bytes(), schema_version=int(info.get("schema_version", 0)),
             extra=extra)
+
+
+def _as_query(query: Query | str | None, image: Path | str | None, audio: Path | str | None) -> Query:
+    if isinstance(query, Query):
+        if image is not None or audio is not None:
+            raise UsageError("give the image and audio files inside the Query, or pass text, image and audio "
+                             "separately, not both")
+        return query
+    return Query(text=query, image=Path(image) if image is not None else None,
+                 audio=Path(audio) if audio is not None else None)

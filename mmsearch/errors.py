@@ -1,18 +1,40 @@
 """Every failure the library reports, as one named exception each.
 
-The CLI turns an ``MMSearchError`` into one line on stderr and exit status 2; anything else is a bug.
+Errors carry data (the path, the store, the models, the setting at fault), not instructions for one front
+end. A message names a setting as ``{opt:NAME}``, NAME being its Python name (``batch_size``,
+``file_timeout``): ``str(error)`` shows the Python name, and ``error.worded(name)`` lets a front end name
+settings its own way (the CLI writes ``--batch-size``). The CLI turns an ``MMSearchError`` into one line
+on stderr and exit status 2; anything else is a bug.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Callable
+
+_SETTING = re.compile(r"\{opt:([a-z_]+)\}")
 
 
 class MMSearchError(Exception):
     """Base of every error the library raises on purpose."""
 
+    def __init__(self, message: str = "", *, option: str | None = None):
+        self.template = message
+        self.option = option or next(iter(self.settings()), None)
+        """The setting at fault (its Python name), when one is."""
+        super().__init__(self.worded())
+
+    def settings(self) -> list[str]:
+        """The settings the message names, in order."""
+        return _SETTING.findall(self.template)
+
+    def worded(self, name: Callable[[str], str] = str) -> str:
+        """The message with each setting named by ``name`` (default: its Python name)."""
+        return _SETTING.sub(lambda match: name(match.group(1)), self.template)
+
 
 class UsageError(MMSearchError):
-    """A request that cannot be carried out as asked (bad -k, empty query, bad glob...)."""
+    """A request that cannot be carried out as asked (bad k, empty query, bad glob...)."""
 
 
 class PathNotFoundError(MMSearchError):
@@ -24,13 +46,13 @@ class PathNotFoundError(MMSearchError):
 class StoreNotFoundError(MMSearchError):
     def __init__(self, store: Path | str):
         self.store = Path(store)
-        super().__init__(f"{self.store}: no mmsearch store here (run `mmsearch index PATH --store {self.store}` first)")
+        super().__init__(f"{self.store}: no mmsearch store here (index something into it first)")
 
 
 class StoreCorruptError(MMSearchError):
     def __init__(self, store: Path | str, reason: str):
         self.store, self.reason = Path(store), reason
-        super().__init__(f"{self.store}: store is damaged: {reason} (try `mmsearch verify --repair`)")
+        super().__init__(f"{self.store}: store is damaged: {reason}")
 
 
 class StoreLockedError(MMSearchError):
@@ -42,11 +64,10 @@ class StoreLockedError(MMSearchError):
 
 class ModelMismatchError(MMSearchError):
     def __init__(self, store: Path | str, store_model: str, requested: str, role: str = "model"):
-        self.store, self.store_model, self.requested = Path(store), store_model, requested
-        super().__init__(
-            f"{self.store}: store was built with {role} {store_model!r}, not {requested!r}; "
-            f"use --{role.replace(' ', '-')} {store_model} or another --store"
-        )
+        self.store, self.store_model, self.requested, self.role = Path(store), store_model, requested, role
+        setting = "model" if role == "model" else "audio_model"
+        super().__init__(f"{self.store}: store was built with {role} {store_model!r}, not {requested!r}; "
+                         f"use {{opt:{setting}}} {store_model} or another {{opt:store}}", option=setting)
 
 
 class ModelLoadError(MMSearchError):
@@ -73,4 +94,4 @@ class DimensionMismatchError(MMSearchError):
     def __init__(self, source: Path | str, found: int, expected: int, space: str):
         self.source, self.found, self.expected = str(source), found, expected
         super().__init__(f"{source}: vectors have {found} dimensions, but this store's {space} vectors have "
-                         f"{expected}; import them into another --store")
+                         f"{expected}; import them into another {{opt:store}}")

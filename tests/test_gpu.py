@@ -51,9 +51,9 @@ def test_clap_on_the_gpu_matches_the_cpu():
 
 @pytest.mark.parametrize("dtype, floor", [("float16", 0.99), ("float32", 0.999)])
 def test_torch_flat_on_the_gpu_finds_the_exact_neighbours(dtype, floor):
-    from mmsearch.index_builder import recall_at_k
-    from mmsearch.synthetic import ClusteredSphere
-    from mmsearch.vector_index import create_index, exact_top_k
+    from mmsearch.bench.synthetic import ClusteredSphere
+    from mmsearch.index.exact import exact_top_k, recall_at_k
+    from mmsearch.index.factory import create_index
 
     space = ClusteredSphere(dim=64, clusters=64, seed=1)
     base, queries = space.rows(0, 50_000), space.queries(200)
@@ -71,7 +71,7 @@ def test_torch_flat_on_the_gpu_finds_the_exact_neighbours(dtype, floor):
 def test_index_and_search_on_the_gpu_give_the_cpu_answers(tmp_path, clip_pair):
     from mmsearch.config import Settings
     from mmsearch.engine import Engine
-    from mmsearch.queries import Query
+    from mmsearch.search.queries import Query
 
     root = tmp_path / "media"
     for i in range(24):

@@ -29,15 +29,15 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelLoadError, UsageError
-from .clap_features import ClapMelFeatures
 from .base import ModelIdentity, TextEncoding, l2_normalise
+from .clap_features import ClapMelFeatures
 
 log = logging.getLogger(__name__)
 
 TEXT_CONTEXT = 77
 RANDOM_SEED = 0
 BUILTIN_ARCHS = ("test-tiny", "clap-htsat")
-_LOCAL_DIR_HINT = "pass a local directory: --audio-model ARCH:/path/to/dir"
+_LOCAL_DIR_HINT = "pass a local directory: {opt:audio_model} ARCH:/path/to/dir"
 
 
 class ClapEncoder:

@@ -248,7 +248,8 @@ def _pretrained_argument(open_clip, spec: ModelSpec) -> tuple[str | None, dict]:
         looks_like_path = os.sep in spec.weights or spec.weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
         what = "no such checkpoint file" if looks_like_path else f"unknown weights tag (known tags: {known})"
         raise ModelLoadError(str(spec), what)
-    hint = f"download it on a machine with internet, or give a local checkpoint: --model {spec.arch}:/path/to/open_clip_model.safetensors"
+    hint = (f"download it on a machine with internet, or give a local checkpoint: {{opt:model}} "
+            f"{spec.arch}:/path/to/open_clip_model.safetensors")
     path, cfg = open_clip_weights(open_clip, spec.arch, spec.weights, hint)
     preprocess = dict(image_mean=cfg.get("mean"), image_std=cfg.get("std"),
                       image_interpolation=cfg.get("interpolation"), image_resize_mode=cfg.get("resize_mode"),

@@ -42,9 +42,9 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
+        raise UsageError(f"{{opt:device}} must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA GPU on this machine")
+        raise UsageError("{opt:device} cuda: torch sees no CUDA GPU on this machine")
     if precision == "auto":
         precision = "fp16" if device == "cuda" else ("bf16" if cpu_has_native_bf16() else "fp32")
     return Runtime(device, precision)

@@ -40,7 +40,7 @@ class MissingMediaError(MMSearchError):
         more = f" and {len(self.missing) - shown} more" if len(self.missing) > shown else ""
         super().__init__(
             f"{self.source}: {len(self.missing)} of {total} media files do not exist: {listed}{more} "
-            f"(use --root to say where the media live)"
+            f"(use {{opt:root}} to say where the media live)"
         )
 
 
@@ -83,12 +83,6 @@ class PairSet:
         if len(kinds) != 1:
             raise UsageError(f"{self.source}: pairs mix {', '.join(sorted(map(str, kinds)))} media; use one kind per benchmark")
         return kinds.pop()
-
-    def media_captions(self) -> tuple[np.ndarray, ...]:
-        """Per media, the indexes of its captions (ascending)."""
-        order = np.argsort(self.caption_media, kind="stable")
-        bounds = np.searchsorted(self.caption_media[order], np.arange(len(self.media) + 1))
-        return tuple(order[bounds[m]:bounds[m + 1]] for m in range(len(self.media)))
 
 
 def missing_media(pairs: PairSet) -> tuple[Path, ...]:

@@ -12,8 +12,8 @@ Definitions (all ranks are 1-based):
   ``ties="pessimistic"`` lets it lose every tie (``>=`` instead of ``>``). Both are deterministic;
   a gap between them shows that an encoder produces many equal scores (a broken or constant model
   reaches 100 % optimistic recall and near 0 pessimistic).
-* Recall is in PERCENT (0..100), unrounded; rendering rounds. ``ann_recall_at_k`` is the exception:
-  a FRACTION (0..1), as FAISS reports it.
+* Recall is in PERCENT (0..100), unrounded; rendering rounds. (How well an approximate index finds
+  the exact top-k is another measure, a FRACTION: ``mmsearch.index.exact.recall_at_k``.)
 * Median and mean rank are over the per-query ranks above.
 
 Scores are inner products (cosine for L2-normalised vectors), computed in float32 in chunks of
@@ -198,28 +198,6 @@ def recall_from_ranked_ids(
         raise UsageError(f"recall@{max(ks)} needs at least {max(ks)} results per query; only {ranked.shape[1]} were retrieved")
     ranks = ranks_from_ranked_ids(ranked, truth)
     return summarize_ranks(ranks, ks, direction, rank_depth=ranked.shape[1])
-
-
-def ann_recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-    """FRACTION (0..1) of each query's exact top-k ids found in its approximate top-k, averaged.
-
-    ``-1`` padding is ignored on both sides; a query whose exact list holds fewer than k ids is
-    scored over those it has; queries with no exact ids at all are left out.
-    """
-    approx, exact = np.asarray(approx_ids), np.asarray(exact_ids)
-    if approx.ndim != 2 or exact.ndim != 2 or len(approx) != len(exact):
-        raise UsageError(f"approximate and exact ids must be (queries, K) arrays of equal length, got {approx.shape} and {exact.shape}")
-    if k < 1 or k > min(approx.shape[1], exact.shape[1]):
-        raise UsageError(f"k={k} must be between 1 and the depth retrieved ({min(approx.shape[1], exact.shape[1])})")
-    approx, exact = approx[:, :k], exact[:, :k]
-    fractions = []
-    for approx_row, exact_row in zip(approx.tolist(), exact.tolist()):
-        wanted = {i for i in exact_row if i >= 0}
-        if wanted:
-            fractions.append(len(wanted.intersection(approx_row)) / len(wanted))
-    if not fractions:
-        raise UsageError("no query has any exact neighbour")
-    return float(np.mean(fractions))
 
 
 # ---------------------------------------------------------------------------------------- checks

@@ -26,91 +26,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
+from mmsearch.engine import Engine
 from mmsearch.errors import UsageError
 from mmsearch.evaluation.embedding import embed_media, embed_texts
 from mmsearch.evaluation.pairs import PairSet
-from mmsearch.evaluation.recall import DEFAULT_KS, DirectionRecall, cross_modal_recall
+from mmsearch.evaluation.recall import DEFAULT_KS, cross_modal_recall
+from mmsearch.evaluation.results import PairEmbeddings, RecallReport, RecallRow
+from mmsearch.evaluation.store_recall import store_rows
+from mmsearch.ingest.pipelines import AudioPipeline, ImagePipeline
 from mmsearch.progress import NoProgress, Progress
-from mmsearch.records import FailedFile, Modality
-
-if TYPE_CHECKING:
-    from mmsearch.engine import Engine
+from mmsearch.records import Modality
 
 log = logging.getLogger(__name__)
 
 METHODS = ("exact", "stored", "index", "end-to-end")
-
-
-@dataclass(frozen=True)
-class RecallRow:
-    """One direction measured one way (see the module docstring for ``method``)."""
-
-    method: str
-    result: DirectionRecall
-    media: int
-    """Candidate media in this measurement."""
-    captions: int
-    """Captions in this measurement (the queries for text→media)."""
-    excluded: tuple[FailedFile, ...] = ()
-    """Pair media left out of this row, with the reason."""
-    excluded_captions: int = 0
-    """Captions left out because their media was excluded."""
-
-
-@dataclass(frozen=True)
-class PairEmbeddings:
-    """Fresh vectors of the media that could be embedded and of their captions."""
-
-    pairs: PairSet
-    modality: Modality
-    model: str
-    fingerprint: str
-    semantic: bool
-    media_vectors: np.ndarray
-    """(K, dim): one per kept media."""
-    kept_media: np.ndarray
-    """(K,) int64: index into ``pairs.media``."""
-    caption_vectors: np.ndarray
-    """(C', dim): one per kept caption."""
-    kept_captions: np.ndarray
-    """(C',) int64: index into ``pairs.captions``."""
-    caption_owner: np.ndarray
-    """(C',) int64: row of ``media_vectors`` each kept caption describes."""
-    failed: tuple[FailedFile, ...]
-    truncated_captions: int
-
-    @property
-    def excluded_captions(self) -> int:
-        return self.pairs.num_captions - len(self.kept_captions)
-
-
-@dataclass(frozen=True)
-class RecallReport:
-    source: str
-    format: str
-    modality: Modality
-    model: str
-    semantic: bool
-    """False for random weights: the numbers are chance level."""
-    media: int
-    """Media in the pair set (before exclusions)."""
-    captions: int
-    failed: tuple[FailedFile, ...]
-    """Media that could not be decoded; they and their captions are left out of every row."""
-    excluded_captions: int
-    truncated_captions: int
-    rows: tuple[RecallRow, ...]
-    seconds: float
-    store: str | None = None
-    index: str | None = None
-    """The store index's description, when store rows were measured."""
-    depth: int | None = None
-    notes: tuple[str, ...] = ()
 
 
 def subset_captions(caption_media: np.ndarray, kept_media: np.ndarray, num_media: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,17 +57,13 @@ def subset_captions(caption_media: np.ndarray, kept_media: np.ndarray, num_media
 
 def _pipeline(modality: Modality, image_encoder: Any, audio_encoder: Any) -> tuple[Any, Any]:
     """(media pipeline, text encoder) for the pair set's modality."""
-    from mmsearch.pipelines import ImagePipeline
-
     if modality == Modality.IMAGE:
         if image_encoder is None:
-            raise UsageError("image pairs need an image-text model (--model)")
+            raise UsageError("image pairs need an image-text model ({opt:model})")
         return ImagePipeline(image_encoder), image_encoder
     if modality == Modality.AUDIO:
         if audio_encoder is None:
-            raise UsageError("audio pairs need an audio-text model (--audio-model)")
-        from mmsearch.pipelines import AudioPipeline
-
+            raise UsageError("audio pairs need an audio-text model ({opt:audio_model})")
         return AudioPipeline(audio_encoder), audio_encoder
     raise UsageError(f"cannot benchmark {modality} media")
 
@@ -155,7 +84,8 @@ def embed_pairs(
     if not len(media.kept):
         first = media.failed[0] if media.failed else None
         raise UsageError(f"{pairs.source}: none of the {pairs.num_media} media could be embedded"
-                         + (f" (first: {first.path}: {first.reason}; use --root to say where the media live)" if first else ""))
+                         + (f" (first: {first.path}: {first.reason}; use {{opt:root}} to say where the media live)"
+                            if first else ""))
     kept_captions, owner = subset_captions(pairs.caption_media, media.kept, pairs.num_media)
     texts = embed_texts([pairs.captions[i] for i in kept_captions], text_encoder, batch_size=batch_size,
                         progress=progress)
@@ -182,7 +112,7 @@ def run_recall(
     batch_size: int = 32,
     workers: int | None = None,
     progress: Progress | None = None,
-    engine: "Engine | None" = None,
+    engine: Engine | None = None,
     depth: int = 10,
 ) -> RecallReport:
     """Exact recall of ``pairs`` with the given encoders; with ``engine``, also recall through its store.
@@ -193,7 +123,7 @@ def run_recall(
     started = time.perf_counter()
     ks = tuple(sorted(set(int(k) for k in ks)))
     if engine is not None and (depth < 1 or (ks and depth < ks[-1])):
-        raise UsageError(f"--depth {depth} must be at least the largest k ({ks[-1] if ks else 1})")
+        raise UsageError(f"{{opt:depth}} {depth} must be at least the largest k ({ks[-1] if ks else 1})")
     progress = progress or NoProgress()
     embedded = embed_pairs(pairs, image_encoder, audio_encoder, batch_size=batch_size, workers=workers,
                            progress=progress)
@@ -201,8 +131,6 @@ def run_recall(
     notes: list[str] = []
     index_name = None
     if engine is not None:
-        from mmsearch.evaluation.store_recall import store_rows
-
         measured = store_rows(embedded, engine, ks=ks, depth=depth, progress=progress)
         rows.extend(measured.rows)
         notes.extend(measured.notes)

@@ -10,21 +10,21 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 
+from mmsearch.engine import Engine
 from mmsearch.errors import ModelMismatchError, UsageError
 from mmsearch.evaluation.embedding import pool_segments
 from mmsearch.evaluation.recall import DEFAULT_KS, cross_modal_recall, recall_from_ranked_ids
-from mmsearch.evaluation.runner import PairEmbeddings, RecallRow
+from mmsearch.evaluation.results import PairEmbeddings, RecallRow
+from mmsearch.index.backend import VectorBackend
 from mmsearch.progress import NoProgress, Progress
 from mmsearch.records import FailedFile, Modality
-
-if TYPE_CHECKING:
-    from mmsearch.engine import Engine
-    from mmsearch.store import Store
-    from mmsearch.vector_index import VectorIndex
+from mmsearch.search.queries import Query
+from mmsearch.store.folder import Store
+from mmsearch.store.rows import INDEXED
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class StoreMatch:
     excluded: tuple[FailedFile, ...]
 
 
-def match_store(embedded: PairEmbeddings, store: "Store") -> StoreMatch:
+def match_store(embedded: PairEmbeddings, store: Store) -> StoreMatch:
     """Find the kept pair media in ``store``'s catalog and read their stored vectors."""
     modality = embedded.modality
     by_real = {os.path.realpath(path): row for path, row in store.catalog.all_items().items()}
@@ -61,16 +61,16 @@ def match_store(embedded: PairEmbeddings, store: "Store") -> StoreMatch:
         item = by_real.get(os.path.realpath(path))
         if item is None or item.modality != modality:
             excluded.append(FailedFile(str(path), "not in the store"))
-        elif item.state != "indexed":
+        elif item.state != INDEXED:
             excluded.append(FailedFile(str(path), f"failed in the store: {item.error or item.state}"))
         else:
             found.append((row, item.id))
     dim = store.dim(modality)
     if not found or dim is None:
         raise UsageError(f"{store.path}: none of the {len(embedded.kept_media)} pair media are indexed in this store "
-                         f"(index them with `mmsearch index FOLDER --store {store.path}` first)")
-    with store.catalog.engine.connect() as conn:
-        segment_ids = store.catalog.item_segment_ids(conn, [item for _, item in found]).get(modality, [])
+                         f"(index them into it first)")
+    with store.catalog.snapshot() as read:
+        segment_ids = read.item_segment_ids([item for _, item in found]).get(modality, [])
     segment_rows = store.catalog.segment_rows(segment_ids)
     stored = store.catalog.vectors_for(segment_ids, dim)
     position = {item: pos for pos, (_, item) in enumerate(found)}
@@ -92,7 +92,7 @@ def match_store(embedded: PairEmbeddings, store: "Store") -> StoreMatch:
         excluded=tuple(excluded))
 
 
-def index_ranked(index: "VectorIndex", queries: np.ndarray, segment_media: dict[int, int], depth: int) -> np.ndarray:
+def index_ranked(index: VectorBackend, queries: np.ndarray, segment_media: dict[int, int], depth: int) -> np.ndarray:
     """(Q, depth) media positions each query's index search returns, best first, -1 padded.
 
     Results that are not pair media are skipped; a query is searched deeper (x4) until ``depth`` distinct
@@ -120,12 +120,10 @@ def index_ranked(index: "VectorIndex", queries: np.ndarray, segment_media: dict[
     return ranked
 
 
-def end_to_end_ranked(engine: "Engine", captions: list[str], media_paths: list[str], modality: Modality,
+def end_to_end_ranked(engine: Engine, captions: list[str], media_paths: list[str], modality: Modality,
                       depth: int, progress: Progress) -> np.ndarray:
     """(Q, depth) per caption: the files ``Engine.search`` returns, as media positions (pair media) or
     ids >= len(media_paths) (any other file of the store, each distinct); -1 padded."""
-    from mmsearch.engine import Query
-
     position = {os.path.realpath(p): i for i, p in enumerate(media_paths)}
     other_base = len(media_paths)
     ranked = np.full((len(captions), depth), -1, dtype=np.int64)
@@ -143,7 +141,7 @@ def end_to_end_ranked(engine: "Engine", captions: list[str], media_paths: list[s
 
 def store_rows(
     embedded: PairEmbeddings,
-    engine: "Engine",
+    engine: Engine,
     *,
     ks: Iterable[int] = DEFAULT_KS,
     depth: int = 10,

@@ -1,0 +1,178 @@
+"""Reading the catalog within one transaction: ``CatalogReader`` is what ``Catalog.snapshot()`` yields,
+and the base of the writer ``Catalog.transaction()`` yields. Every read made through one reader sees the
+same committed state.
+
+Besides what indexing and search read, it holds the consistency checks ``verify`` runs (each returns
+the ids at fault), so that no SQL lives outside this package.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from ..records import Modality
+from .rows import FAILED_STATES, INDEXED
+from .schema import items, segments, vectors
+
+BATCH = 500
+"""Ids per ``IN (...)`` list (SQLite allows 999 parameters by default in older builds)."""
+
+VECTOR_CHUNK_SQL = ("SELECT vectors.segment_id, vectors.vector FROM vectors JOIN segments ON segments.id = "
+                    "vectors.segment_id WHERE segments.modality = ? AND segments.id > ? ORDER BY segments.id LIMIT ?")
+"""The next chunk of a modality's stored vectors with ids above a bound, in id order. Keyed and ordered on
+segments.id (equal to vectors.segment_id), so SQLite walks the (modality, id) index and stops after the
+chunk; ordered on vectors.segment_id it sorted every remaining row, vectors included, for each chunk:
+quadratic, hours at 10M vectors."""
+SEGMENTS_SQL = "SELECT id FROM segments WHERE modality = ?"
+GLOB_SEGMENTS_SQL = ("SELECT segments.id FROM items CROSS JOIN segments ON segments.item_id = items.id "
+                     "WHERE items.path GLOB ? AND segments.modality = ?")
+"""With a glob, items are read first (CROSS JOIN fixes the order): a glob with a literal prefix
+(``/photos/2021/*``) reads only that range of the path index (``PREFIX_RANGE`` is added), not every
+segment of the modality; one that starts with a wildcard reads the path index once."""
+PREFIX_RANGE = " AND items.path >= ? AND items.path < ?"
+
+
+def glob_prefix_range(pattern: str) -> tuple[str, str] | None:
+    """[low, high) bounds on paths matching a GLOB, from its literal prefix; None when it has none."""
+    cut = min([at for at in (pattern.find(ch) for ch in "*?[") if at >= 0], default=len(pattern))
+    prefix = pattern[:cut]
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def chunked(values: Sequence, size: int = BATCH) -> Iterable[list]:
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
+
+
+class CatalogReader:
+    """Reads on one connection, inside one transaction."""
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+
+    # -- what indexing and search read -----------------------------------------------------------------
+    def segment_ids(self, modality: Modality, path_glob: str | None = None) -> np.ndarray:
+        """Ids of the segments of a modality, optionally only those whose file path matches a glob
+        (SQLite GLOB: ``*``, ``?``, ``[...]``, case-sensitive), answered from the catalog's indexes."""
+        if path_glob is None:
+            query, params = SEGMENTS_SQL, (modality.value,)
+        else:
+            query, params = GLOB_SEGMENTS_SQL, (path_glob, modality.value)
+            bounds = glob_prefix_range(path_glob)
+            if bounds is not None:
+                query += PREFIX_RANGE
+                params += bounds
+        return np.fromiter(self._conn.exec_driver_sql(query, params).scalars(), dtype=np.int64)
+
+    def segment_count(self, modality: Modality) -> tuple[int, int]:
+        """(how many segments ``modality`` has, the newest one's id or 0)."""
+        count, newest = self._conn.execute(select(func.count(), func.max(segments.c.id))
+                                           .where(segments.c.modality == modality.value)).one()
+        return int(count), int(newest or 0)
+
+    def vectors_for(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        found: dict[int, np.ndarray] = {}
+        for chunk in chunked([int(i) for i in ids]):
+            rows = self._conn.execute(select(vectors.c.segment_id, vectors.c.vector)
+                                      .where(vectors.c.segment_id.in_(chunk))).all()
+            for seg_id, blob in rows:
+                found[seg_id] = np.frombuffer(blob, dtype=np.float32, count=dim)
+        return found
+
+    def vector_chunk(self, modality: Modality, after: int, size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``size`` stored (ids, vectors) of ``modality`` with ids above ``after`` (see
+        ``VECTOR_CHUNK_SQL``); empty arrays past the last."""
+        rows = self._conn.exec_driver_sql(VECTOR_CHUNK_SQL, (modality.value, int(after), int(size))).all()
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, matrix
+
+    def item_segment_ids(self, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
+        """The segments of these items, per modality."""
+        by_modality: dict[Modality, list[int]] = {}
+        for chunk in chunked(item_ids):
+            rows = self._conn.execute(select(segments.c.id, segments.c.modality)
+                                      .where(segments.c.item_id.in_(chunk))).all()
+            for seg_id, modality in rows:
+                by_modality.setdefault(Modality(modality), []).append(seg_id)
+        return by_modality
+
+    def item_ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
+        """The ids of those of ``paths`` the catalog holds."""
+        found: dict[str, int] = {}
+        for chunk in chunked(paths):
+            found.update({path: int(item_id) for item_id, path in
+                          self._conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
+        return found
+
+    def segment_ids_by_path(self, paths: Sequence[str]) -> dict[str, list[int]]:
+        """The segment ids of the files at ``paths`` (those the catalog holds), in segment order."""
+        found: dict[str, list[int]] = {}
+        for chunk in chunked(paths):
+            rows = self._conn.execute(select(segments.c.id, items.c.path).join(items, items.c.id == segments.c.item_id)
+                                      .where(items.c.path.in_(chunk)).order_by(segments.c.id)).all()
+            for seg_id, path in rows:
+                found.setdefault(path, []).append(int(seg_id))
+        return found
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(indexed files per modality, segments per modality)."""
+        files = dict(self._conn.execute(select(items.c.modality, func.count()).where(items.c.state == INDEXED)
+                                        .group_by(items.c.modality)).all())
+        segs = dict(self._conn.execute(select(segments.c.modality, func.count()).group_by(segments.c.modality)).all())
+        return files, segs
+
+    def vector_counts(self) -> dict[str, int]:
+        """Stored vectors per modality."""
+        return dict(self._conn.execute(select(segments.c.modality, func.count()).select_from(vectors)
+                                       .join(segments, segments.c.id == vectors.c.segment_id)
+                                       .group_by(segments.c.modality)).all())
+
+    # -- consistency checks (``verify``): each returns the ids at fault ---------------------------------
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check of the file; empty when it is sound."""
+        found = [row[0] for row in self._conn.exec_driver_sql("PRAGMA quick_check").all()]
+        return [] if found == ["ok"] else found
+
+    def _ids(self, query) -> list[int]:
+        return [int(i) for i in self._conn.execute(query).scalars()]
+
+    def vectors_of_wrong_size(self, modality: Modality, dim: int) -> list[int]:
+        return self._ids(select(vectors.c.segment_id).join(segments, segments.c.id == vectors.c.segment_id)
+                         .where(segments.c.modality == modality.value, func.length(vectors.c.vector) != dim * 4))
+
+    def segments_without_item(self) -> list[int]:
+        return self._ids(select(segments.c.id).outerjoin(items, items.c.id == segments.c.item_id)
+                         .where(items.c.id.is_(None)))
+
+    def segments_of_failed_items(self) -> list[int]:
+        return self._ids(select(segments.c.id).join(items, items.c.id == segments.c.item_id)
+                         .where(items.c.state != INDEXED))
+
+    def segments_without_vectors(self) -> list[int]:
+        return self._ids(select(segments.c.id).outerjoin(vectors, vectors.c.segment_id == segments.c.id)
+                         .where(vectors.c.segment_id.is_(None)))
+
+    def vectors_without_segments(self) -> list[int]:
+        return self._ids(select(vectors.c.segment_id).outerjoin(segments, segments.c.id == vectors.c.segment_id)
+                         .where(segments.c.id.is_(None)))
+
+    def items_in_unknown_state(self) -> list[int]:
+        return self._ids(select(items.c.id).where(items.c.state.not_in((INDEXED, *FAILED_STATES))))
+
+    def indexed_items_without_segments(self, ignoring: Iterable[int] = ()) -> list[int]:
+        """Items recorded as indexed that have no segment once the segments ``ignoring`` are gone."""
+        ignoring = sorted(set(ignoring))
+        with_segments = (select(segments.c.item_id).where(segments.c.id.not_in(ignoring)) if ignoring
+                         else select(segments.c.item_id))
+        return self._ids(select(items.c.id).where(items.c.state == INDEXED, items.c.id.not_in(with_segments)))
+
+    def modalities_of_segments(self, ids: Sequence[int]) -> set[Modality]:
+        rows = self._conn.execute(select(segments.c.modality).where(segments.c.id.in_(list(ids)[:10_000]))
+                                  .distinct()).scalars()
+        return {Modality(m) for m in rows}

@@ -1,0 +1,306 @@
+"""Check a store for anything its catalog, its stored vectors and its index files disagree on, and
+repair what can be repaired from what the store still holds.
+
+The catalog is the truth: an index file is derived data (rebuilt from the stored vectors), and a
+catalog row that lost its vector is dropped so that the next ``mmsearch index`` embeds the file again.
+Findings are errors (the store answers wrongly or loses data until repaired) or warnings (harmless
+lag or leftovers that opening the store copes with, e.g. an index file saved before the last commits).
+Every catalog read is one snapshot; a repair holds the store's writer lock and one write transaction.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from ..atomic import leftover_temp_files
+from ..index.factory import open_index
+from ..index.faiss_base import sidecar_path
+from ..records import Modality
+from .folder import LOCK_NAME, Store, previous_path, shadow_path
+from .reads import CatalogReader
+
+log = logging.getLogger(__name__)
+
+ERROR = "error"
+WARNING = "warning"
+SAMPLE_CHECK = 64
+"""Index vectors compared with the stored ones, per modality (catches an index that holds other vectors)."""
+_UNREPAIRABLE = frozenset({"reembed-leftover", "no-model-recorded", "catalog-integrity"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    """Stable identifier, e.g. ``segments-without-vectors``, ``index-behind``."""
+    severity: str
+    """``error`` or ``warning``."""
+    message: str
+    count: int = 1
+    modality: str | None = None
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    store: str
+    findings: tuple[Finding, ...]
+    checked: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per modality: files, segments, vectors in the catalog and ids in the index file."""
+    repair: bool = False
+    writer_active: bool = False
+    """Another process held the writer lock (findings of type warning may be its work in progress)."""
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Errors still standing (not repaired)."""
+        return tuple(f for f in self.findings if f.severity == ERROR and not f.repaired)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _Doomed:
+    """What a repair deletes from the catalog, gathered before the write transaction."""
+
+    segments: set[int] = field(default_factory=set)
+    vectors: set[int] = field(default_factory=set)
+    items: set[int] = field(default_factory=set)
+    modalities: set[Modality] = field(default_factory=set)
+
+
+def verify_store(store: Store, *, repair: bool = False) -> VerifyReport:
+    """Check ``store``; with ``repair`` (which takes the writer lock, or raises StoreLockedError) fix what
+    was found: catalog rows without their vectors are dropped, index files rebuilt or re-saved, temp files
+    removed."""
+    if repair:
+        store.acquire_writer()
+    writer_active = not repair and _writer_active(store)
+    findings: list[Finding] = []
+    doomed = _Doomed()
+    with store.catalog.snapshot() as read:
+        findings += _check_catalog(store, read, doomed)
+        checked = _counts(read)
+    rebuild: set[Modality] = set(doomed.modalities)
+    resave: set[Modality] = set()
+    for modality in Modality:
+        found, action = _check_index_file(store, modality, checked.setdefault(modality.value, {}))
+        findings += found
+        if action == "rebuild":
+            rebuild.add(modality)
+        elif action == "resave":
+            resave.add(modality)
+    findings += _check_leftovers(store)
+    if repair:
+        findings = _repair(store, findings, doomed, rebuild, resave)
+    for finding in findings:
+        log.info("%s %s: %s", finding.severity, finding.code, finding.message)
+    return VerifyReport(str(store.path), tuple(findings), checked, repair, writer_active)
+
+
+def rebuild_indexes(store: Store) -> dict[str, int]:
+    """Rebuild every index file from the stored vectors (takes the writer lock); returns vectors per modality."""
+    store.acquire_writer()
+    built: dict[str, int] = {}
+    for modality in Modality:
+        if store.dim(modality) is None:
+            _remove_index_file(store, modality)
+            continue
+        index = store.rebuild_index(modality)
+        built[modality.value] = len(index) if index is not None else 0
+    return built
+
+
+# -- catalog ---------------------------------------------------------------------------------------------
+def _check_catalog(store: Store, read: CatalogReader, doomed: _Doomed) -> list[Finding]:
+    findings: list[Finding] = []
+    integrity = read.integrity_problems()
+    if integrity:
+        findings.append(Finding("catalog-integrity", ERROR, "SQLite reports damage: " + "; ".join(integrity[:3])
+                                + " (restore the store from a backup or re-index into a new store)"))
+
+    def doom_segments(ids: list[int], code: str, message: str) -> None:
+        if ids:
+            findings.append(Finding(code, ERROR, message.format(n=len(ids)), len(ids)))
+            doomed.segments.update(ids)
+            doomed.vectors.update(ids)
+            doomed.modalities |= read.modalities_of_segments(ids)
+
+    for modality in Modality:
+        dim = store.dim(modality)
+        count, _ = read.segment_count(modality)
+        if dim is None:
+            if count:
+                findings.append(Finding("no-model-recorded", ERROR, f"{count} {modality.value} segments but no model "
+                                        f"recorded for them (re-index into a new store)", count, modality.value))
+            continue
+        doom_segments(read.vectors_of_wrong_size(modality, dim), "vector-wrong-size",
+                      f"{{n}} stored {modality.value} vectors are not {dim}-dimensional")
+
+    doom_segments(read.segments_without_item(), "segments-without-item", "{n} segments belong to no file")
+    doom_segments(read.segments_of_failed_items(), "segments-of-failed-file",
+                  "{n} segments belong to files recorded as failed")
+    doom_segments(read.segments_without_vectors(), "segments-without-vectors", "{n} segments have no stored vector")
+
+    stray = read.vectors_without_segments()
+    if stray:
+        findings.append(Finding("vectors-without-segments", ERROR, f"{len(stray)} stored vectors belong to no segment",
+                                len(stray)))
+        doomed.vectors.update(stray)
+
+    unknown = read.items_in_unknown_state()
+    if unknown:
+        findings.append(Finding("item-unknown-state", ERROR, f"{len(unknown)} files have an unknown state "
+                                "(dropped by a repair: the next index run retries them)", len(unknown)))
+        doomed.items.update(unknown)
+    # indexed files left with no segment once the doomed ones are gone
+    already = [i for i in read.indexed_items_without_segments(doomed.segments) if i not in doomed.items]
+    if already:
+        findings.append(Finding("indexed-without-segments", ERROR, f"{len(already)} files are recorded as indexed but "
+                                "have no vectors (dropped by a repair: the next index run embeds them)", len(already)))
+        doomed.items.update(already)
+    return findings
+
+
+def _counts(read: CatalogReader) -> dict[str, dict[str, int]]:
+    files, segs = read.counts()
+    vecs = read.vector_counts()
+    return {m.value: {"files": files.get(m.value, 0), "segments": segs.get(m.value, 0), "vectors": vecs.get(m.value, 0)}
+            for m in Modality}
+
+
+# -- index files -----------------------------------------------------------------------------------------
+def _check_index_file(store: Store, modality: Modality, counts: dict[str, int]) -> tuple[list[Finding], str | None]:
+    """Findings for one modality's index file and what a repair should do: 'rebuild', 'resave' or None."""
+    name = modality.value
+    path = store.index_path(modality)
+    dim = store.dim(modality)
+    wanted_count = counts.get("segments", 0)
+    if not path.is_file():
+        counts["index"] = 0
+        if dim is not None and wanted_count:
+            return [Finding("index-missing", WARNING, f"{path.name} is missing; it is rebuilt from the {wanted_count} "
+                            "stored vectors when the store is opened", wanted_count, name)], "rebuild"
+        return [], None
+    if dim is None:
+        return [Finding("index-orphan", WARNING, f"{path.name} exists but the store records no {name} model",
+                        modality=name)], "rebuild"
+    try:
+        index = open_index(path)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return [Finding("index-unreadable", ERROR, f"{path.name} cannot be read ({reason})", modality=name)], "rebuild"
+    if index.dim != dim:
+        return [Finding("index-dim-mismatch", ERROR, f"{path.name} holds {index.dim}-dimensional vectors, the store's "
+                        f"model makes {dim}", modality=name)], "rebuild"
+    held_all = np.asarray(index.ids(), dtype=np.int64)
+    held, times = np.unique(held_all, return_counts=True)
+    counts["index"] = int(len(held))
+    if (times > 1).any():
+        doubled = int((times > 1).sum())
+        return [Finding("index-duplicate-ids", ERROR, f"{path.name} holds {doubled} ids more than once",
+                        doubled, name)], "rebuild"
+    with store.catalog.snapshot() as read:
+        wanted = read.segment_ids(modality)
+        stale = np.setdiff1d(held, wanted, assume_unique=True)
+        missing = np.setdiff1d(wanted, held, assume_unique=True)
+        common = np.intersect1d(held, wanted, assume_unique=True)
+        sample = common if len(common) <= SAMPLE_CHECK else \
+            np.sort(np.random.default_rng(0).choice(common, SAMPLE_CHECK, replace=False))
+        stored = read.vectors_for(sample.tolist(), dim) if len(sample) else {}
+    differ = _differing(index, stored)
+    if differ:
+        return [Finding("index-vectors-differ", ERROR, f"{path.name}: {differ} of {len(stored)} sampled vectors differ "
+                        "from the stored ones", differ, name)], "rebuild"
+    if len(stale) or len(missing):
+        return [Finding("index-behind", WARNING, f"{path.name} lags the catalog: {len(missing)} vectors to add, "
+                        f"{len(stale)} to remove (done in memory whenever the store is opened; a repair saves it)",
+                        int(len(missing) + len(stale)), name)], "resave"
+    return [], None
+
+
+def _differing(index, stored: dict[int, np.ndarray]) -> int:
+    if not stored:
+        return 0
+    ids = np.fromiter(stored.keys(), dtype=np.int64, count=len(stored))
+    try:
+        found = index.vectors_of(ids)
+    except Exception:  # an index type that cannot give vectors back: nothing to compare
+        return 0
+    if found is None:
+        return 0
+    got_ids, got = found
+    differ = len(ids) - len(got_ids)
+    for seg_id, vector in zip(np.asarray(got_ids).tolist(), np.asarray(got, dtype=np.float32)):
+        if not np.allclose(vector, stored[int(seg_id)], atol=1e-3):
+            differ += 1
+    return differ
+
+
+def _remove_index_file(store: Store, modality: Modality) -> None:
+    path = store.index_path(modality)
+    for target in (path, sidecar_path(path)):
+        if target.exists():
+            target.unlink()
+
+
+# -- leftovers -------------------------------------------------------------------------------------------
+def _temp_files(store: Store) -> list[Path]:
+    return leftover_temp_files(store.path)
+
+
+def _check_leftovers(store: Store) -> list[Finding]:
+    findings = []
+    temps = _temp_files(store)
+    if temps:
+        findings.append(Finding("temp-files", WARNING, f"{len(temps)} temporary files left by an interrupted save "
+                                f"({', '.join(p.name for p in temps[:3])}{'...' if len(temps) > 3 else ''})", len(temps)))
+    leftovers = ((shadow_path(store.path), "an interrupted re-embedding: running the same re-embedding again "
+                                           "resumes it; or delete it"),
+                 (previous_path(store.path), "the store as it was before a re-embedding switched it; safe to delete"))
+    for shadow, what in leftovers:
+        if shadow.exists():
+            findings.append(Finding("reembed-leftover", WARNING, f"{shadow} is {what}"))
+    return findings
+
+
+def _writer_active(store: Store) -> bool:
+    lock_path = store.path / LOCK_NAME
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+# -- repair ----------------------------------------------------------------------------------------------
+def _repair(store: Store, findings: list[Finding], doomed: _Doomed, rebuild: set[Modality],
+            resave: set[Modality]) -> list[Finding]:
+    if doomed.segments or doomed.vectors or doomed.items:
+        with store.catalog.transaction() as write:
+            write.delete_segments(doomed.segments)
+            write.delete_vectors(doomed.vectors - doomed.segments)
+            write.delete_items(sorted(doomed.items))
+    for modality in Modality:
+        if modality in rebuild:
+            if store.dim(modality) is None:
+                _remove_index_file(store, modality)
+            else:
+                store.rebuild_index(modality)
+        elif modality in resave:
+            index = store.index(modality)
+            if index is not None:
+                index.save(store.index_path(modality))
+    for temp in _temp_files(store):
+        temp.unlink(missing_ok=True)
+    return [f if f.code in _UNREPAIRABLE else replace(f, repaired=True) for f in findings]
+
