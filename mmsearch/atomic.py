@@ -5,7 +5,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -25,11 +25,6 @@ def atomic_path(target: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def atomic_write_bytes(target: Path, write: Callable[[Path], None]) -> None:
-    with atomic_path(target) as tmp:
-        write(tmp)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,25 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.delenv("MMSEARCH_STORE", raising=False)
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple[object, float | None]]:
+    """Every network connection the test attempts, as (address, its timeout in seconds or None for none)."""
+    made: list[tuple[object, float | None]] = []
+    real = socket.socket.connect
+
+    def connect(self, address):
+        made.append((address, self.gettimeout()))
+        return real(self, address)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return made
+
+
+def fails_fast(made: list[tuple[object, float | None]]) -> bool:
+    """What failing fast offline means, in events rather than seconds: at most a couple of connection
+    attempts, each with a timeout of at most 15 s (so no retry loop and no wait without end)."""
+    return len(made) <= 2 and all(timeout is not None and timeout <= 15 for _, timeout in made)
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import fails_fast
 
 from mmsearch.encoders.base import ModelIdentity, TextEncoding
 from mmsearch.encoders.clap import TEXT_CONTEXT, ClapEncoder, load_audio_encoder, offline_tokenizer
@@ -26,10 +27,8 @@ def tiny() -> ClapEncoder:
     return load_audio_encoder("test-tiny:random", device="cpu")
 
 
-def test_tiny_random_loads_fast_and_describes_itself(tiny):
-    started = time.perf_counter()
+def test_tiny_random_loads_the_same_model_again_and_describes_itself(tiny):
     again = load_audio_encoder("test-tiny:random", device="cpu")
-    assert time.perf_counter() - started < 5.0  # imports are already paid; loading itself is sub-second
     assert again.identity == tiny.identity
     assert tiny.identity == ModelIdentity("test-tiny:random", "test-tiny:random:seed0", 32, semantic=False)
     assert tiny.sample_rate == 48_000 and tiny.window_seconds == 10.0
@@ -116,14 +115,13 @@ def test_random_weights_are_the_same_in_another_process(tiny):
         ("just-a-name", "ARCH:WEIGHTS"),
     ],
 )
-def test_unloadable_specs_fail_fast_with_model_load_error(spec, reason, monkeypatch, tmp_path):
+def test_unloadable_specs_fail_fast_with_model_load_error(spec, reason, monkeypatch, tmp_path, connections):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache, whatever this machine holds
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    started = time.perf_counter()
     with pytest.raises(ModelLoadError) as caught:
         load_audio_encoder(spec, device="cpu")
-    assert time.perf_counter() - started < 10.0
+    assert fails_fast(connections)
     assert reason in str(caught.value) and "\n" not in str(caught.value)
 
 

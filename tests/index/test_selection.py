@@ -97,7 +97,10 @@ def test_ivf_pq_tuning_re_ranks_as_few_stored_vectors_as_reach_the_target():
         index.add(ids, base)
         recall, note = tune(index, queries, truth)
         chosen[m], notes[m] = index.params["rerank"], note
-        assert recall >= TARGET_RECALL or chosen[m] == 40
+        if m == 16:  # fine codes reach the target (0.987 here) with fewer candidates
+            assert recall >= TARGET_RECALL
+        else:  # coarse codes reach it only with more candidates, if at all (0.937 at 40x here; k-means
+            assert recall >= TARGET_RECALL or chosen[m] == 40  # differs a little between CPUs' SIMD paths)
         reads.clear()
         assert recall_at_k(index.search(queries, 10).ids, truth, 10) == recall
         assert max(reads) <= 10 * chosen[m] * len(queries)

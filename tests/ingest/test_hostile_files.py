@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from reliability_helpers import ROOT
 
 from mmsearch.store.rows import RETRY
 
-OUTCOMES: dict[str, str] = {}
-"""name -> 'indexed' or the failure reason (printed at the end, for the closing note)."""
+def junk(count: int, seed: int) -> bytes:
+    """Seeded junk bytes: the same hostile files on every run."""
+    return np.random.default_rng(seed).bytes(count)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -57,7 +57,7 @@ def build_hostile(root: Path) -> dict[str, Path]:
     files["truncated PNG"] = root / "truncated.png"
     jpeg = root / "src.jpg"
     write_image(jpeg, seed=2)
-    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(64) + jpeg.read_bytes()[200:400])
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + junk(64, seed=1) + jpeg.read_bytes()[200:400])
     jpeg.unlink()
     files["corrupt JPEG"] = root / "corrupt.jpg"
     for name in ("zero.png", "zero.txt", "zero.wav"):
@@ -76,9 +76,9 @@ def build_hostile(root: Path) -> dict[str, Path]:
     files["good audio"] = wav
     (root / "truncated.wav").write_bytes(wav.read_bytes()[:60])
     files["truncated WAV"] = root / "truncated.wav"
-    (root / "garbage.flac").write_bytes(b"fLaC" + os.urandom(300))
+    (root / "garbage.flac").write_bytes(b"fLaC" + junk(300, seed=2))
     files["corrupt FLAC"] = root / "garbage.flac"
-    (root / "noise.mp3").write_bytes(b"ID3" + os.urandom(500))
+    (root / "noise.mp3").write_bytes(b"ID3" + junk(500, seed=3))
     files["corrupt MP3"] = root / "noise.mp3"
     unicode_dir = root / "ünïcødé 日本語 ✓"
     files["unicode names"] = write_text(unicode_dir / "naïve — résumé ☃.txt", "snow and winter")
@@ -118,24 +118,39 @@ def _outcomes(engine) -> dict[str, str]:
     return {path: ("indexed" if row.state == "indexed" else f"{row.state}: {row.error}") for path, row in rows.items()}
 
 
+EXPECTED = {
+    "good image": "indexed",
+    "good text": "indexed",
+    "truncated PNG": "failed: image could not be decoded (image file is truncated)",
+    "corrupt JPEG": "failed: image could not be decoded (",
+    "zero-byte png": "failed: not a readable image (format not recognised)",
+    "zero-byte txt": "failed: text file is empty (no words)",
+    "zero-byte wav": "failed: empty file (0 bytes)",
+    "20000x20000 PNG bomb": "failed: refused as a possible decompression bomb (",
+    "non-UTF-8 text (cp1252)": "indexed",
+    "binary data named .txt": "failed: binary data, not text (contains NUL bytes)",
+    "UTF-16 BOM, broken surrogates": "failed: invalid utf-16 text (illegal UTF-16 surrogate at byte 2)",
+    "good audio": "indexed",
+    "truncated WAV": "indexed",  # its header and 8 samples survive: one (padded) window
+    "corrupt FLAC": "failed: not a readable audio file (",
+    "corrupt MP3": "failed: not a readable audio file (",
+    "unicode names": "indexed",
+    "newline in name": "indexed",
+    "long path (~3,000 chars)": "indexed",
+}
+"""What becomes of each hostile file: indexed, or failed with this reason (a prefix where the rest is the
+decoder's own words)."""
+
+
 def test_every_hostile_file_is_indexed_or_failed_with_a_reason(tmp_path, hostile_engine):
     files = build_hostile(tmp_path / "hostile")
     engine = hostile_engine()
-    started = time.monotonic()
     report = engine.index([tmp_path / "hostile"])
-    assert time.monotonic() - started < 60
     outcome = _outcomes(engine)
+    assert set(files) == set(EXPECTED)
     for label, path in files.items():
         assert str(path) in outcome, f"{label} was neither indexed nor recorded"
-        OUTCOMES[label] = outcome[str(path)]
-        assert outcome[str(path)] == "indexed" or len(outcome[str(path)]) > len("failed: "), label
-    for label in ("good image", "good text", "good audio", "non-UTF-8 text (cp1252)", "unicode names",
-                  "newline in name", "long path (~3,000 chars)"):
-        assert outcome[str(files[label])] == "indexed", (label, outcome[str(files[label])])
-    for label in ("truncated PNG", "zero-byte png", "zero-byte txt", "zero-byte wav", "20000x20000 PNG bomb",
-                  "binary data named .txt", "corrupt FLAC"):
-        assert outcome[str(files[label])].startswith("failed: "), (label, outcome[str(files[label])])
-    assert "decompression bomb" in outcome[str(files["20000x20000 PNG bomb"])]
+        assert outcome[str(path)].startswith(EXPECTED[label]), (label, outcome[str(path)])
     assert not any("/loop/" in p for p in outcome)  # the folder loop is not followed
     root = tmp_path / "hostile"
     assert "Too many levels of symbolic links" in outcome[str(root / "a.txt")]
@@ -168,7 +183,6 @@ def test_unreadable_file_is_recorded_and_retried_every_run(tmp_path, hostile_eng
     monkeypatch.setattr(builtins, "open", guarded_open)
     engine = hostile_engine()
     report = engine.index([root])
-    OUTCOMES["unreadable (PermissionError)"] = _outcomes(engine)[str(locked)]
     assert [(f.path, f.reason) for f in report.failed] == [(str(locked), "cannot read file (Permission denied)")]
     assert engine.store.catalog.all_items()[str(locked)].state == RETRY
     monkeypatch.setattr(builtins, "open", real_open)  # permissions fixed: no change to size or mtime
@@ -198,8 +212,6 @@ def test_file_changing_or_vanishing_while_read_is_not_indexed_from_a_stale_read(
     engine = hostile_engine()
     report = engine.index([root])
     reasons = {f.path: f.reason for f in report.failed}
-    OUTCOMES["changes while read"] = reasons[str(changing)]
-    OUTCOMES["vanishes while read"] = reasons[str(vanishing)]
     assert "changed while being indexed" in reasons[str(changing)]
     assert "vanished while being indexed" in reasons[str(vanishing)]
     monkeypatch.undo()
@@ -227,13 +239,10 @@ def test_a_stuck_decoder_times_out_and_the_run_goes_on(tmp_path, hostile_engine,
 
     monkeypatch.setattr(pipelines.TextPipeline, "decode", decode)
     engine = hostile_engine(file_timeout=1.0, workers=2)
-    started = time.monotonic()
     try:
-        report = engine.index([root])
+        report = engine.index([root])  # the stuck decoder is given up on after 1 s, not waited for
     finally:
         release.set()
-    assert time.monotonic() - started < 20
-    OUTCOMES["decoder stuck forever"] = report.failed[0].reason if report.failed else "indexed"
     assert [(f.path, f.reason.split(" (")[0]) for f in report.failed] == [(str(stuck), "timed out after 1 s decoding the file")]
     assert report.added == 5
 
@@ -267,12 +276,10 @@ def test_a_stuck_thread_does_not_keep_the_process_alive(tmp_path):
         store.close()
         print(len(report.failed), report.added, flush=True)
     """)
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "media")], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "1"]
-    assert time.monotonic() - started < 30
+    assert done.stdout.split() == ["1", "1"]  # and the process exited although a decoder thread is stuck
 
 
 @pytest.mark.corpus
@@ -293,16 +300,6 @@ def test_corrupt_files_of_the_shared_corpus(tmp_path, hostile_engine):
     engine = hostile_engine(file_timeout=20.0)
     engine.index([folder])
     outcome = _outcomes(engine)
-    for name in chosen[:24]:
-        path = str(folder / name.replace("/", "__"))
-        if path in outcome:  # files whose kind nothing recognises are not media (e.g. .mid): not indexed
-            assert outcome[path] == "indexed" or len(outcome[path]) > len("failed: ")
-    OUTCOMES["shared corpus: undecodable files"] = (
-        f"{sum(o == 'indexed' for o in outcome.values())} indexed, "
-        f"{sum(o != 'indexed' for o in outcome.values())} failed with a reason, "
-        f"{len(chosen[:24]) - len(outcome)} not media")
-
-
-def test_zz_print_outcomes():
-    for label, outcome in sorted(OUTCOMES.items()):
-        print(f"\n  {label:<34} {outcome}", end="")
+    for name in chosen[:24]:  # the manifest's decoders (libsndfile, Pillow) cannot read them, nor can ours
+        reason = outcome[str(folder / name.replace("/", "__"))]
+        assert reason.startswith("failed: ") and len(reason) > len("failed: ") + 10, (name, reason)

@@ -66,7 +66,7 @@ def test_searches_keep_working_while_another_process_indexes(tmp_path, tiny_clip
         assert (code, sig) == (2, None), (name, stderr)
         assert "another mmsearch process is writing to this store" in stderr
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
-        assert seconds < 10, f"{name} took {seconds:.1f} s to be refused"
+        assert seconds < 60, f"{name} took {seconds:.1f} s to be refused"  # at once, not after the writer
     assert others["verify"][:2] == (0, None), others["verify"]
     assert '"writer_active": true' in others["verify"][3]
     with Store.open(store) as opened:
