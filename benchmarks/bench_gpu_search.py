@@ -5,7 +5,7 @@ recall@10 against float32 exact search, GPU memory.
     python benchmarks/bench_gpu_search.py --n 10000000 --batch 1024  # target (H100): >= 20,000 q/s
     python benchmarks/bench_gpu_search.py --n 1000000 --block-elements 268435456 536870912
 
-The vectors are draws from a ``mmsearch.synthetic.ClusteredSphere`` mixture (made on the GPU), added through
+The vectors are draws from a ``mmsearch.bench.synthetic.ClusteredSphere`` mixture (made on the GPU), added through
 ``create_index("torch-flat")`` as a store would add them (the FAISS master on the CPU, the float16 replica
 on the GPU). Timed: ``VectorIndex.search`` on batches of held-out queries (host arrays in, host arrays
 out, as the engine calls it), after a warm-up batch; each block size in --block-elements is timed in

@@ -7,7 +7,7 @@ automatically, then build time, resident memory, recall@10 against exact search 
     .venv/bin/python benchmarks/bench_scale.py --n 50000 --dim 512     # a quick check (about a minute)
     .venv/bin/python benchmarks/bench_scale.py --n 50000 --index-type ivf-pq   # the 10M code path, small
 
-The data (``mmsearch.synthetic.ClusteredSphere``) is generated in 64k-row blocks and streamed into the
+The data (``mmsearch.bench.synthetic.ClusteredSphere``) is generated in 64k-row blocks and streamed into the
 importer, so memory stays bounded; the exact top-10 of the held-out queries is computed on the way. The
 store needs about 2.3 KB of disk per 512-d vector (23 GB at 10M; --workdir chooses where it goes).
 Build time = import + index selection, training, adding and tuning (``maybe_reselect``); generating the

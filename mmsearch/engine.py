@@ -32,7 +32,7 @@ from .store.folder import Store
 log = logging.getLogger(__name__)
 
 NO_AUDIO = "none"
-"""``--audio-model none``: leave audio files out."""
+"""``audio_model="none"`` (CLI: ``--audio-model none``): leave audio files out."""
 
 __all__ = ["Engine", "Query", "open_store"]
 
@@ -112,7 +112,7 @@ class Engine:
     def clap_spec(self) -> str | None:
         if self.settings.audio_model == NO_AUDIO:
             return None
-        return self._spec("clap", self.settings.audio_model, DEFAULT_AUDIO_MODEL, "audio-model")
+        return self._spec("clap", self.settings.audio_model, DEFAULT_AUDIO_MODEL, "audio_model")
 
     @property
     def clip(self):

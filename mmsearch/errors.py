@@ -46,7 +46,7 @@ class PathNotFoundError(MMSearchError):
 class StoreNotFoundError(MMSearchError):
     def __init__(self, store: Path | str):
         self.store = Path(store)
-        super().__init__(f"{self.store}: no mmsearch store here (index something into it first)")
+        super().__init__(f"{self.store}: no mmsearch store here")
 
 
 class StoreCorruptError(MMSearchError):

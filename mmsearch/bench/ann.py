@@ -245,4 +245,4 @@ def run_ann_bench(data: Dataset, *, kinds: Sequence[str] | None = None, seconds:
     return AnnReport(data.description, int(data.base.shape[0]), int(data.base.shape[1]), int(len(data.queries)),
                      int(faiss.omp_get_max_threads()), tuple(results), sweep, BLAS_THRESHOLD,
                      ("recall@10 is against exact search on held-out queries; search parameters were tuned for "
-                      "recall@10 >= 0.95 on other held-out queries, as `mmsearch reindex` does",))
+                      "recall@10 >= 0.95 on other held-out queries, as a store tunes its index",))

@@ -77,11 +77,16 @@ def test_remove(store, media):
 
 @pytest.mark.parametrize("args, message", [
     (["index", "/no/such/folder", "--model", TINY], "/no/such/folder: no such file or directory"),
-    (["search", "x", "--store", "{tmp}/nowhere"], "no mmsearch store here"),
+    (["search", "x", "--store", "{tmp}/nowhere"], "no mmsearch store here (run `mmsearch index PATH --store "),
     (["status", "--store", "{tmp}/nowhere"], "no mmsearch store here"),
     (["search", "--image", "/no/such.jpg", "--store", "{store}"], "/no/such.jpg: no such file or directory"),
     (["index", "{media}", "--store", "{store}", "--model", "ViT-B-32:random"], "test-tiny:random"),
-    (["search", "x", "-k", "0", "--store", "{store}"], "-k must be at least 1"),
+    (["search", "x", "-k", "0", "--store", "{store}"], ": -k must be at least 1, not 0"),
+    (["search", "x", "--kind", "video", "--store", "{store}"], "--kind must be one of all, image, text, audio"),
+    (["search", "x", "--path", "photos/[abc", "--store", "{store}"], "--path 'photos/[abc': unclosed '['"),
+    (["index", "{media}", "--store", "{tmp}/s3", "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    (["index", "{media}", "--store", "{store}", "--model", "ViT-B-32:random"],
+     "use --model test-tiny:random or another --store"),
     (["remove", "/not/indexed", "--store", "{store}"], "not in this store"),
     (["index", "{media}", "--store", "{tmp}/s2", "--model", "ViT-B-32:laion2b_s34b_b79k"], "cannot load model"),
 ])
