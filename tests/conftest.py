@@ -109,3 +109,22 @@ def make_engine(tmp_path, tiny_clip):
     yield make
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def catalog_path(tmp_path) -> Path:
+    """Where a store's catalog goes (nothing there yet)."""
+    from mmsearch.store.folder import CATALOG_NAME
+
+    return tmp_path / "store" / CATALOG_NAME
+
+
+@pytest.fixture
+def catalog(catalog_path):
+    """A new, empty catalog, closed after the test."""
+    from mmsearch.store.catalog import Catalog
+
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    opened = Catalog(catalog_path, create=True)
+    yield opened
+    opened.close()

@@ -41,8 +41,10 @@ def modality_of(path: Path, *, audio: frozenset[str] | None = None) -> Modality 
         return None
     if looks_like_image(head):
         return Modality.IMAGE
-    if head[:4] in (b"RIFF", b"fLaC", b"OggS") or head[:3] == b"ID3":
-        return Modality.AUDIO if head[8:12] != b"WEBP" else Modality.IMAGE
+    if head[:4] == b"RIFF":  # a container: WAVE is audio, WEBP an image, anything else (AVI...) neither
+        return {b"WAVE": Modality.AUDIO, b"WEBP": Modality.IMAGE}.get(head[8:12])
+    if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3":
+        return Modality.AUDIO
     return None
 
 

@@ -41,7 +41,10 @@ def glob_prefix_range(pattern: str) -> tuple[str, str] | None:
     prefix = pattern[:cut]
     if not prefix or ord(prefix[-1]) >= 0x10FFFF:
         return None
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    following = ord(prefix[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored as UTF-8; no path holds one
+        following = 0xE000
+    return prefix, prefix[:-1] + chr(following)
 
 
 def chunked(values: Sequence, size: int = BATCH) -> Iterable[list]:

@@ -1,8 +1,10 @@
 """Writing the catalog within one transaction: ``CatalogWriter`` is what ``Catalog.transaction()``
 yields. Everything written through one writer commits together when the block ends, or not at all.
 
-New rows get their ids here, above every id the table has ever handed out: the caller holds the store's
-writer lock, and the transaction began IMMEDIATE (SQLite's write lock taken before the first read).
+New rows get their ids here: segments above every id ever handed out (never reused, even after a
+deletion, so a stale index file can never point at a new segment), items above every id the table holds.
+The caller holds the store's writer lock, and the transaction began IMMEDIATE (SQLite's write lock taken
+before the first read).
 """
 from __future__ import annotations
 
