@@ -1,4 +1,5 @@
-"""Atomic file replacement: write to a temporary file beside the target, fsync, rename, fsync the folder."""
+"""Atomic file replacement: write to a temporary file beside the target, fsync, rename, fsync the folder.
+The file keeps the permissions the target had (a new one gets what ``open`` would give it)."""
 from __future__ import annotations
 
 import contextlib
@@ -20,11 +21,24 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(target))  # mkstemp made it private (0600)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _mode_for(target: Path) -> int:
+    """The target's permission bits, or for a new file 0666 less the process's umask (read without
+    changing it, from /proc where there is one)."""
+    with contextlib.suppress(OSError):
+        return target.stat().st_mode & 0o7777
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
 
 
 def fsync_dir(folder: Path) -> None:
@@ -41,4 +55,5 @@ def leftover_temp_files(folder: Path) -> list[Path]:
     holder of the folder's writer lock may delete them (anyone else could be mid-save)."""
     if not Path(folder).is_dir():
         return []
-    return sorted(p for p in Path(folder).iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())

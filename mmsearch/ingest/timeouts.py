@@ -118,10 +118,13 @@ class DaemonPool:
         return task
 
     def wait(self, task: Task, limit: float | None) -> Any:
-        """``task.result(limit)``; on a timeout the stuck worker is replaced before ``TaskTimeout`` propagates."""
+        """``task.result(limit)``; on a timeout the stuck worker is replaced before ``TaskTimeout`` propagates.
+        (A ``TaskTimeout`` the task's own function raised is its error: re-raised, nothing abandoned.)"""
         try:
             return task.result(limit)
         except TaskTimeout:
+            if not task.abandoned:
+                raise
             self.abandoned += 1
             log.warning("giving up on %r after %g s (its thread is left behind)", task.arg, limit)
             self._spawn()
@@ -165,9 +168,12 @@ def ordered(pool: DaemonPool, fn: Callable[[Any], Any], items: Sequence[Any], ah
                 position += 1
             task = pending.popleft()
             try:
-                yield pool.wait(task, limit)
+                result = pool.wait(task, limit)
             except TaskTimeout as exc:
-                yield TimedOut(exc.seconds)
+                if not task.abandoned:  # the function's own error, like any other it raises
+                    raise
+                result = TimedOut(exc.seconds)
+            yield result
     finally:
         for task in pending:  # the consumer stopped early (an error, a crash): drop what has not started
             task.cancel()
@@ -177,26 +183,31 @@ _END = object()
 
 
 def streamed(items: Iterator[Any], *, timeout: float | None, ahead: int = 4, what: str = "item") -> Iterator[Any]:
-    """Iterate ``items`` in a daemon thread, at most ``ahead`` items in hand (memory stays bounded).
+    """Iterate ``items`` in a daemon thread, at most ``ahead`` items queued (memory stays bounded).
     Waiting longer than ``timeout`` seconds for the next item raises ``TaskTimeout``; the stuck
-    producer is abandoned (it is a daemon thread). Errors of the producer are raised here."""
-    handoff: queue.Queue = queue.Queue(maxsize=ahead)
+    producer is abandoned (it is a daemon thread). Errors of the producer are raised here. When the
+    consumer stops early, the producer stops at its next hand-over and lets go of what it holds."""
+    handoff: queue.Queue = queue.Queue(maxsize=max(1, ahead))
     stop = threading.Event()
+
+    def hand_over(entry: tuple[Any, BaseException | None]) -> bool:
+        """Put ``entry`` in the queue unless the consumer has stopped; False when it has."""
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        handoff.put((item, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over((item, None)):
                     return
-            handoff.put((_END, None))
+            hand_over((_END, None))
         except BaseException as error:  # handed to the consumer, raised there
-            handoff.put((_END, error))
+            hand_over((_END, error))
 
     threading.Thread(target=produce, name=f"mmsearch-stream-{what}", daemon=True).start()
     try:
