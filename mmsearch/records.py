@@ -63,7 +63,8 @@ class Hit:
     score: float
     """Cosine similarity between the query and the best-matching segment of the file."""
     calibrated: float
-    """Score made comparable across indexes and spaces (see searcher.calibrate); used to rank --kind all."""
+    """Score made comparable across indexes and spaces (``search.searcher``: a z-score against a sample of the
+    index); what ranks hits of several kinds (``kind="all"``)."""
     item_id: int
     segment_id: int
     passage: str | None = None

@@ -1,4 +1,4 @@
-"""Cross-modal retrieval recall, exactly as CLIP-style papers report it, and ANN-vs-exact overlap.
+"""Cross-modal retrieval recall, exactly as CLIP-style papers report it (ranks of the true media or caption).
 
 Definitions (all ranks are 1-based):
 
