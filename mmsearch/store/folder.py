@@ -212,15 +212,8 @@ class Store:
         return ModalityVectors(self.catalog, modality, self.dim(modality))
 
     def vector_source(self, modality: Modality):
-        """ids -> (ids found, their stored vectors): what approximate indexes re-rank and filter with. The
-        dimension is read once, when first needed (a store's model never changes)."""
-        known: list[int] = []
-
-        def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            if not known:
-                known.append(self.dim(modality))
-            return self.catalog.fetch_vectors(ids, known[0])
-        return fetch
+        """ids -> (ids found, their stored vectors): what approximate indexes re-rank and filter with."""
+        return self.stored_vectors(modality).fetch
 
     def vector_count(self, modality: Modality) -> int:
         return self.catalog.segment_count(modality)[0]

@@ -16,7 +16,7 @@ from ..index.builder import build_index
 from ..index.factory import index_class
 from ..index.faiss_base import faiss_gpu_count
 from ..index.selection import (GROWTH, IndexChoice, choose_index, default_memory_budget, manual_choice,
-                               needs_reselect, parse_memory_size, recorded_choice)
+                               needs_reselect, parse_memory_size)
 from ..progress import Progress
 from ..records import Modality
 from .folder import Store
@@ -77,7 +77,7 @@ def maybe_reselect(store: Store, modality: Modality | str, *, budget: int | str 
     ``growth``-fold since it was chosen; rebuild from stored vectors only when the type or its build
     parameters change. Returns the new choice, or None when nothing changed."""
     modality = Modality(modality)
-    recorded = recorded_choice(store.catalog.info(), modality.value)
+    recorded = store.index_choice(modality)
     n = store.vector_count(modality) if store.dim(modality) is not None else 0
     planned = _reselection(store, modality, n, recorded, budget=budget, growth=growth)
     if planned is None:
@@ -117,7 +117,7 @@ class BackgroundReselect:
         if modality in self._running or modality in self._failed:
             return
         if modality not in self._recorded:
-            self._recorded[modality] = recorded_choice(self.store.catalog.info(), modality.value)
+            self._recorded[modality] = self.store.index_choice(modality)
         recorded = self._recorded[modality]
         planned = _reselection(self.store, modality, n, recorded, budget=self.budget, growth=self.growth)
         if planned is None:
