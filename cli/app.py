@@ -9,8 +9,6 @@ from typing import List, Optional
 import typer
 
 from mmsearch.config import Settings
-from mmsearch.engine import Engine
-from mmsearch.search.queries import Query
 
 from .bench import bench_app
 from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
@@ -58,6 +56,8 @@ def index(
     json: bool = JsonOption,
 ) -> None:
     """Embed every image, text and audio file under PATHS; a re-run embeds only what changed."""
+    from mmsearch.engine import Engine
+
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model, batch_size=batch_size,
                                 workers=workers, precision=precision, device=device, file_timeout=file_timeout)
     if reembed:
@@ -88,6 +88,9 @@ def search(
 ) -> None:
     """Nearest files to a text, image and/or audio query. Scores are cosine similarities in the space
     searched; --kind all ranks hits from different indexes by a calibrated score (see README)."""
+    from mmsearch.engine import Engine
+    from mmsearch.search.queries import Query
+
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
     with Engine.open(settings) as engine:
         result = engine.search(Query(text=text, image=image, audio=audio), kind=kind, k=k if k is not None else 10,
@@ -103,6 +106,8 @@ def search(
 @guarded
 def status(store: Optional[Path] = StoreOption, json: bool = JsonOption) -> None:
     """What a store holds: files per modality, failures, model, index types, size on disk."""
+    from mmsearch.engine import Engine
+
     settings = Settings.resolve(store=store)
     with Engine.open(settings) as engine:
         result = engine.status()
@@ -120,6 +125,8 @@ def remove(
     json: bool = JsonOption,
 ) -> None:
     """Remove files (or everything below folders) from the store."""
+    from mmsearch.engine import Engine
+
     settings = Settings.resolve(store=store)
     with Engine.open(settings) as engine:
         removed = engine.remove(paths)
@@ -141,6 +148,7 @@ def align(
 ) -> None:
     """Fit the linear map between the audio model's space and the image model's space, through text."""
     from mmsearch.bridge.alignment import describe_fit, read_captions
+    from mmsearch.engine import Engine
 
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
     sentences = read_captions(captions) if captions is not None else None

@@ -10,7 +10,6 @@ from mmsearch.config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
 from mmsearch.encoders.runtime import default_batch_size
 from mmsearch.records import Modality
 
-from .bench_output import print_recall, print_throughput, recall_json, throughput_json
 from .errors import guarded
 from .output import BarProgress, emit_json, print_notes
 
@@ -90,6 +89,8 @@ def recall(
     from mmsearch.evaluation.pairs import load_pairs
     from mmsearch.evaluation.runner import run_recall
 
+    from .bench_output import print_recall, recall_json
+
     pair_set = load_pairs(pairs, root=root, format=format, split=split)
     modality = pair_set.modality()
     settings = _settings(store=store, model=model, audio_model=audio_model, batch_size=batch_size, workers=workers,
@@ -156,6 +157,8 @@ def index(
 ) -> None:
     from mmsearch.bench.throughput import measure_index_throughput
     from mmsearch.encoders.clip import load_clip
+
+    from .bench_output import print_throughput, throughput_json
 
     settings = _settings(model=model, batch_size=batch_size, workers=workers, precision=precision, device=device)
     encoder = load_clip(settings.model or DEFAULT_MODEL, device=settings.device, precision=settings.precision)

@@ -10,7 +10,6 @@ import typer
 
 from mmsearch.config import Settings
 from mmsearch.records import Modality
-from mmsearch.store.folder import CATALOG_NAME, Store
 
 from .errors import guarded
 from .output import BarProgress, emit_json
@@ -43,6 +42,7 @@ def import_vectors(
     index type is re-chosen for the new collection size."""
     from mmsearch.errors import UsageError
     from mmsearch.ingest.importer import import_vectors as run_import
+    from mmsearch.store.folder import CATALOG_NAME, Store
 
     if modality is not None and modality not in {m.value for m in Modality}:
         raise UsageError(f"--modality must be image, text or audio, not {modality!r}")
@@ -78,6 +78,7 @@ def reindex(
     efSearch) are tuned for recall@10 >= 0.95 on the store's own vectors."""
     from mmsearch.errors import UsageError
     from mmsearch.index.factory import KINDS
+    from mmsearch.store.folder import Store
     from mmsearch.store.reselect import reindex as run_reindex
 
     if index_type != "auto" and index_type not in KINDS:

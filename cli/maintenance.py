@@ -8,9 +8,7 @@ from typing import Optional, Sequence
 import typer
 
 from mmsearch.config import Settings
-from mmsearch.engine import Engine
 from mmsearch.records import IndexReport
-from mmsearch.store.folder import CATALOG_NAME, Store
 
 from .errors import guarded
 from .output import BarProgress, emit_json
@@ -25,6 +23,7 @@ def verify(
 ) -> None:
     """Check that the catalog, the stored vectors and the index files agree. Exit status 0 when no error
     remains, 1 when some do (warnings alone are fine), 2 when the store cannot be checked."""
+    from mmsearch.store.folder import Store
     from mmsearch.store.verify import verify_store
 
     settings = Settings.resolve(store=store)
@@ -56,6 +55,7 @@ def rebuild(
     json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text."),
 ) -> None:
     """Rebuild every index file from the vectors stored in the catalog (no model needed)."""
+    from mmsearch.store.folder import Store
     from mmsearch.store.verify import rebuild_indexes
 
     settings = Settings.resolve(store=store)
@@ -70,7 +70,9 @@ def rebuild(
 
 def index_reembed(settings: Settings, paths: Sequence[Path]) -> IndexReport:
     """``index --reembed``: build the store anew beside the old one, switch when complete."""
+    from mmsearch.engine import Engine
     from mmsearch.ingest.reembed import reembed
+    from mmsearch.store.folder import CATALOG_NAME
 
     if not (Path(settings.store).expanduser() / CATALOG_NAME).exists():
         with Engine.open(settings, create=True) as engine:  # nothing to re-embed: a first index run

@@ -6,8 +6,6 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from tqdm import tqdm
-
 from mmsearch.records import Hit, IndexReport, StoreStatus
 
 
@@ -87,6 +85,8 @@ def print_status(status: StoreStatus) -> None:
         elif bridge:
             print(f"bridge   {bridge}")
     print(f"dim      {status.dim}")
+    if status.extra.get("query_encoder", "-") != "-":
+        print(f"queries  {status.extra['query_encoder']}")
     for modality, count in status.counts.items():
         if count or status.segments.get(modality):
             kind = status.index.get(modality, "-")
@@ -103,10 +103,12 @@ class BarProgress:
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self._bar: tqdm | None = None
+        self._bar = None
 
     def start(self, total: int, description: str, unit: str) -> None:
         if self.enabled and total:
+            from tqdm import tqdm
+
             self._bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
                              disable=None)
 

@@ -10,6 +10,7 @@ from .errors import UsageError
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+QUERY_ENCODERS = ("auto", "onnx", "torch")
 
 
 def default_store_dir() -> Path:
@@ -35,6 +36,9 @@ class Settings:
     """Decoding threads; None picks from the CPU count."""
     file_timeout: float = 60.0
     """Seconds one file may take to read and decode before it is recorded as failed (timed out)."""
+    query_encoder: str = "auto"
+    """What embeds text queries: 'onnx' (the store's exported text tower, no torch), 'torch' (the model
+    itself), or 'auto' (the export when it is usable, else torch, said once)."""
 
     @classmethod
     def resolve(cls, **given: object) -> "Settings":
@@ -56,6 +60,7 @@ class Settings:
             device=str(pick("device", "auto")),
             workers=int(w) if (w := pick("workers")) is not None else None,
             file_timeout=float(pick("file_timeout", 60.0)),
+            query_encoder=str(pick("query_encoder", "auto")),
         )
         settings.check()
         return settings
@@ -69,6 +74,9 @@ class Settings:
             raise UsageError(f"{{opt:file_timeout}} must be a positive number of seconds, not {self.file_timeout}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"{{opt:workers}} must be at least 1, not {self.workers}")
+        if self.query_encoder not in QUERY_ENCODERS:
+            raise UsageError(f"{{opt:query_encoder}} must be one of {', '.join(QUERY_ENCODERS)}, "
+                             f"not {self.query_encoder!r}")
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .bridge.alignment import BRIDGE_NAME, describe_fit, fit_bridge
+from .bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_bridge
 from .bridge.linear import SpaceMap
 from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
+from .encoders.exported import ExportedTextEncoder, ExportUnusable, check_export
 from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
 from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
-from .ingest.discovery import normalise_root
-from .ingest.indexer import Indexer
-from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline
 from .progress import Progress
 from .records import IndexReport, Modality, SearchResult, StoreStatus
 from .search.queries import Query, embed_query
@@ -40,7 +39,7 @@ __all__ = ["Engine", "Query", "open_store"]
 def open_store(path: Path | str | None = None, *, create: bool = False, model: str | None = None,
                audio_model: str | None = None, device: str | None = None, precision: str | None = None,
                batch_size: int | None = None, workers: int | None = None,
-               file_timeout: float | None = None) -> "Engine":
+               file_timeout: float | None = None, query_encoder: str | None = None) -> "Engine":
     """Open the store at ``path`` (default: ``$MMSEARCH_STORE``, else the default store folder) and return
     its ``Engine``. ``create``: make the store when there is none yet (else ``StoreNotFoundError``).
 
@@ -48,11 +47,13 @@ def open_store(path: Path | str | None = None, *, create: bool = False, model: s
     ``audio_model`` (``OWNER/NAME:hub``, ``ARCH:/saved/dir``, ``ARCH:random`` or ``none``) default to the
     store's own models, else to mmsearch's defaults; a store refuses models other than those that made
     its vectors. ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16, fp16), ``batch_size``,
-    ``workers`` and ``file_timeout`` tune indexing. Each setting not given is read from its ``MMSEARCH_*``
+    ``workers`` and ``file_timeout`` tune indexing; ``query_encoder`` (auto, onnx, torch) says what embeds
+    text queries (auto: the store's exported text tower when usable, else torch). Each setting not given is read from its ``MMSEARCH_*``
     environment variable (``MMSEARCH_MODEL``...) before falling back to its default. Use the engine as a
     context manager, or call ``close()``."""
     settings = Settings.resolve(store=path, model=model, audio_model=audio_model, device=device,
-                                precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout)
+                                precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout,
+                                query_encoder=query_encoder)
     return Engine.open(settings, create=create)
 
 
@@ -79,6 +80,8 @@ class Engine:
         self._clip = clip
         self._clap = clap
         self._searcher: Searcher | None = None
+        self._exported: ExportedTextEncoder | ExportUnusable | None = None
+        """The store's exported text tower once looked for (or why it cannot be used)."""
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, clip=None, clap=None) -> "Engine":
@@ -142,7 +145,14 @@ class Engine:
         return SpaceMap.load(path, source_fingerprint=clap["fingerprint"], target_fingerprint=clip["fingerprint"])
 
     # -- jobs ------------------------------------------------------------------------------------------
-    def index(self, paths: Sequence[Path | str], *, progress: Progress | None = None) -> IndexReport:
+    def index(self, paths: Sequence[Path | str], *, progress: Progress | None = None,
+              export: bool = True) -> IndexReport:
+        """Index the files at or below ``paths`` (a re-run embeds only what changed); then fit the audio bridge
+        and, with ``export``, export the text tower for torch-free queries, where either is missing."""
+        from .ingest.discovery import normalise_root
+        from .ingest.indexer import Indexer
+        from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline
+
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
         self.clip_spec()
@@ -161,9 +171,31 @@ class Engine:
         try:
             report = indexer.run(paths)
             self._ensure_bridge()
-            return report
+            note = self._ensure_export() if export else None
+            return replace(report, notes=report.notes + (note,)) if note else report
         finally:
             self.store.release_writer()
+
+    def _ensure_export(self) -> str | None:
+        """Export the image model's text tower for torch-free text queries, when the store has image or text
+        vectors and no usable export for its model; returns a note when that cannot be done."""
+        identity = self.store.model_identity("clip")
+        _, segments = self.store.catalog.counts()
+        if identity is None or not (segments.get("image") or segments.get("text")):
+            return None
+        try:
+            check_export(self.store.path, identity)
+            return None
+        except ExportUnusable:
+            pass
+        from .encoders.export import export_clip_text
+
+        try:
+            export_clip_text(self.clip, self.store.path, default_sentences())
+        except ExportUnusable as exc:
+            log.warning("text tower not exported: %s", exc)
+            return f"text queries will load the torch model: the text tower could not be exported ({exc.reason})"
+        return None
 
     def _ensure_bridge(self) -> None:
         """Audio and images/text in one store need the bridge: fit it on the shipped sentences if missing."""
@@ -201,7 +233,7 @@ class Engine:
         wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image
         wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio
         notes: list[str] = []
-        clip = self.clip if wants_clip else None
+        clip = self._query_clip(query, notes) if wants_clip else None
         clap = None
         if wants_clap:
             try:
@@ -216,6 +248,35 @@ class Engine:
             self._searcher = Searcher(self.store)
         result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
         return SearchResult(result.hits, tuple(notes) + result.notes)
+
+    def _query_clip(self, query: Query, notes: list[str]):
+        """What embeds the query in CLIP's space: the store's exported text tower for a query without an
+        image (no torch), else the torch model; a fallback is noted the first time."""
+        if query.image is not None or self.settings.query_encoder == "torch":
+            return self.clip
+        self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
+        if self._exported is None:
+            try:
+                self._exported = ExportedTextEncoder.open(self.store.path, self.store.model_identity("clip"))
+            except ExportUnusable as exc:
+                if self.settings.query_encoder == "onnx":
+                    raise UsageError(f"{{opt:query_encoder}} onnx: {exc}") from None
+                self._exported = exc
+                notes.append(f"text queries use the torch model: the exported text tower {exc.reason} "
+                             f"(an index run exports it)")
+        return self.clip if isinstance(self._exported, ExportUnusable) else self._exported
+
+    def _describe_query_encoder(self, segments: dict[str, int]) -> str:
+        """What will embed text queries (for ``status``): the exported text tower, or torch and why."""
+        identity = self.store.model_identity("clip")
+        if identity is None or not (segments.get("image") or segments.get("text")):
+            return "-"
+        try:
+            record = check_export(self.store.path, identity)
+        except ExportUnusable as exc:
+            return f"torch (the exported text tower {exc.reason})"
+        return (f"onnx (text tower exported, cosine to the model >= {record.min_cosine:.6f}, "
+                f"tokens checked on {record.checked:,} sentences)")
 
     def remove(self, paths: Sequence[Path | str]) -> int:
         """Forget the files at or below ``paths`` (which need not exist any more); returns how many."""
@@ -248,7 +309,7 @@ class Engine:
             index = self.store.index(modality) if segments.get(modality.value) else None
             if index is not None:
                 index_types[modality.value] = self.store.describe_index(modality, index)
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = {"query_encoder": self._describe_query_encoder(segments)}
         if "clap.spec" in info:
             extra["audio_model"] = info["clap.spec"]
             extra["audio_semantic"] = info.get("clap.semantic") == "1"

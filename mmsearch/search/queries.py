@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decoding.images import load_image
 from ..errors import DecodeError, PathNotFoundError, QueryError, UsageError
 from .searcher import QueryVectors
 
@@ -82,6 +81,8 @@ def embed_query(query: Query, *, clip=None, clap=None, bridge=None) -> QueryVect
 
 
 def image_vector(clip, path: Path) -> np.ndarray:
+    from ..decoding.images import load_image
+
     if not path.is_file():
         raise PathNotFoundError(path)
     try:

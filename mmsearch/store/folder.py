@@ -124,6 +124,14 @@ class Store:
             return None
         return {key.split(".", 1)[1]: value for key, value in info.items() if key.startswith(f"{role}.")}
 
+    def model_identity(self, role: str) -> ModelIdentity | None:
+        """The recorded identity for ``role`` as a ``ModelIdentity``, or None."""
+        recorded = self.model_for(role)
+        if recorded is None:
+            return None
+        return ModelIdentity(recorded["spec"], recorded["fingerprint"], int(recorded["dim"]),
+                             recorded.get("semantic") == "1")
+
     def bind_model(self, role: str, identity: ModelIdentity) -> None:
         """Record the model that makes this store's ``role`` vectors, or refuse a different one."""
         recorded = self.model_for(role)

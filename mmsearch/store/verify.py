@@ -17,6 +17,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..atomic import leftover_temp_files
+from ..encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportUnusable
 from ..index.factory import open_index
 from ..index.faiss_base import sidecar_path
 from ..records import Modality
@@ -29,7 +30,7 @@ ERROR = "error"
 WARNING = "warning"
 SAMPLE_CHECK = 64
 """Index vectors compared with the stored ones, per modality (catches an index that holds other vectors)."""
-_UNREPAIRABLE = frozenset({"reembed-leftover", "no-model-recorded", "catalog-integrity"})
+_UNREPAIRABLE = frozenset({"reembed-leftover", "no-model-recorded", "catalog-integrity", "export-unusable"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def verify_store(store: Store, *, repair: bool = False) -> VerifyReport:
         elif action == "resave":
             resave.add(modality)
     findings += _check_leftovers(store)
+    findings += _check_export(store, checked)
     if repair:
         findings = _repair(store, findings, doomed, rebuild, resave)
     for finding in findings:
@@ -247,6 +249,22 @@ def _remove_index_file(store: Store, modality: Modality) -> None:
     for target in (path, sidecar_path(path)):
         if target.exists():
             target.unlink()
+
+
+# -- the exported text tower --------------------------------------------------------------------------------
+def _check_export(store: Store, checked: dict[str, dict[str, int]]) -> list[Finding]:
+    """A store with image or text vectors answers text queries without torch through its exported text
+    tower; one that is missing, damaged or made for another model means torch is loaded (a warning: the
+    next index run exports it again)."""
+    identity = store.model_identity("clip")
+    if identity is None or not any(checked.get(m, {}).get("segments") for m in ("image", "text")):
+        return []
+    try:
+        ExportedTextEncoder.open(store.path, identity)
+    except ExportUnusable as exc:
+        return [Finding("export-unusable", WARNING, f"{EXPORTS}/{CLIP_TEXT} {exc.reason}: text queries load the "
+                        "torch model until the next index run exports it")]
+    return []
 
 
 # -- leftovers -------------------------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""A model's text tower exported to ONNX, answering queries without torch or open_clip.
+
+An export is a folder in the store (``exports/clip-text/``) written at index time by ``encoders.export``:
+
+* ``export.json``: what the export is (format, the model's spec and fingerprint, context length, the
+  special token ids) and the names of the files below; written last, so it is the export's commit point;
+* ``model-<id>.onnx``: the text tower after its token embedding (inputs ``ids`` (n, context) int64 and
+  ``embedded`` (n, context, width) float32; output unit vectors), its graph optimised once at export;
+* ``embedding-<id>.npy``: the token embedding table, read memory-mapped (a query touches ~10 of its rows,
+  where loading it into the graph cost a third of the session's load time);
+* ``tokenizer-<id>.json``: open_clip's BPE vocabulary and merges as a Hugging Face ``tokenizers`` file.
+
+Query time needs only numpy, onnxruntime, tokenizers and ftfy. Anything wrong with an export (missing,
+damaged, made for another model, an unknown format) raises ``ExportUnusable`` with the reason, and the
+caller falls back to the torch model.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .base import ModelIdentity, TextEncoding, l2_normalise
+
+EXPORTS = "exports"
+"""The store's sub-folder that holds one folder per exported tower."""
+CLIP_TEXT = "clip-text"
+FORMAT = 1
+MIN_COSINE = 0.9999
+"""An export whose vectors are further than this from the torch model's (cosine) is not used."""
+
+
+class ExportUnusable(Exception):
+    """An export that cannot answer for the store's model; ``reason`` says why, in a few words."""
+
+    def __init__(self, folder: Path, reason: str):
+        self.folder, self.reason = Path(folder), reason
+        super().__init__(f"{self.folder}: {reason}")
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """The contents of ``export.json``."""
+
+    format: int
+    tower: str
+    spec: str
+    fingerprint: str
+    dim: int
+    context_length: int
+    sot_id: int
+    eot_id: int
+    model: str
+    embedding: str
+    tokenizer: str
+    min_cosine: float
+    """The lowest cosine to the torch model on the export's check sentences."""
+    checked: int
+    """How many sentences the export was checked on (tokens and vectors)."""
+
+    @classmethod
+    def read(cls, folder: Path) -> "ExportRecord":
+        path = Path(folder) / "export.json"
+        if not path.is_file():
+            raise ExportUnusable(folder, "was never made")
+        try:
+            fields = json.loads(path.read_text(encoding="utf-8"))
+            record = cls(**fields)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ExportUnusable(folder, f"has an unreadable export.json ({str(exc).splitlines()[0][:120]})") from None
+        if record.format != FORMAT:
+            raise ExportUnusable(folder, f"is in format {record.format}, this mmsearch reads {FORMAT}")
+        return record
+
+    def files(self) -> tuple[str, str, str]:
+        return self.model, self.embedding, self.tokenizer
+
+
+def export_folder(store_folder: Path, tower: str = CLIP_TEXT) -> Path:
+    return Path(store_folder) / EXPORTS / tower
+
+
+def check_export(store_folder: Path, identity: ModelIdentity, tower: str = CLIP_TEXT) -> ExportRecord:
+    """The record of ``tower``'s export in a store when it was made for the model ``identity`` names and
+    its files are there (without loading them); else ``ExportUnusable`` says why."""
+    folder = export_folder(store_folder, tower)
+    record = ExportRecord.read(folder)
+    if record.fingerprint != identity.fingerprint:
+        raise ExportUnusable(folder, f"was made for {record.spec!r}, not the store's model {identity.spec!r}")
+    missing = [name for name in record.files() if not (folder / name).is_file()]
+    if missing:
+        raise ExportUnusable(folder, f"is missing {', '.join(missing)}")
+    return record
+
+
+def clean_text(text: str) -> str:
+    """open_clip's text cleaning ('lower'): fix mojibake (ftfy), unescape HTML twice, collapse whitespace,
+    lower-case. Done here in Python, exactly as open_clip does, before the BPE. ftfy leaves printable ASCII
+    without '&' as it is, so such a text (most queries) skips it, and its import (50 ms)."""
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return " ".join(text.split()).strip().lower()
+
+
+class ExportedTextEncoder:
+    """``encode_texts`` (and ``identity``, ``context_length``) of a text tower exported to ONNX."""
+
+    def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.folder, self.record, self.identity = Path(folder), record, identity
+        self.context_length = record.context_length
+        try:
+            self._tokenizer = Tokenizer.from_file(str(self.folder / record.tokenizer))
+            self._embedding = np.load(self.folder / record.embedding, mmap_mode="r")
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # done at export
+            options.add_session_config_entry("session.disable_prepacking", "1")  # a query is one small batch
+            options.log_severity_level = 3
+            self._session = onnxruntime.InferenceSession(str(self.folder / record.model), options,
+                                                         providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a missing or damaged file, whatever the library says about it
+            raise ExportUnusable(self.folder, f"cannot be loaded ({type(exc).__name__}: "
+                                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+        if self._embedding.ndim != 2 or self._embedding.dtype != np.float32:
+            raise ExportUnusable(self.folder, f"has a token embedding of shape {self._embedding.shape}")
+
+    @classmethod
+    def open(cls, store_folder: Path, identity: ModelIdentity, tower: str = CLIP_TEXT) -> "ExportedTextEncoder":
+        """The export of ``tower`` in a store, if it was made for the model ``identity`` names."""
+        record = check_export(store_folder, identity, tower)
+        return cls(export_folder(store_folder, tower), record, identity)
+
+    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, tuple[bool, ...]]:
+        """(n, context) int64 ids as open_clip makes them: start, BPE tokens, end, zeros; a text too long
+        keeps its first tokens and ends with the end token. And, per text, whether it was cut."""
+        encoded = self._tokenizer.encode_batch([clean_text(text) for text in texts], add_special_tokens=False)
+        ids = np.zeros((len(texts), self.context_length), np.int64)
+        truncated = []
+        for row, tokens in enumerate(encoded):
+            sequence = [self.record.sot_id, *tokens.ids, self.record.eot_id]
+            truncated.append(len(sequence) > self.context_length)
+            if truncated[-1]:
+                sequence = sequence[:self.context_length]
+                sequence[-1] = self.record.eot_id
+            ids[row, :len(sequence)] = sequence
+        return ids, tuple(truncated)
+
+    def encode_texts(self, texts: Sequence[str]) -> TextEncoding:
+        texts = list(texts)
+        if not texts:
+            return TextEncoding(np.zeros((0, self.identity.dim), np.float32), ())
+        ids, truncated = self.token_ids(texts)
+        embedded = np.ascontiguousarray(self._embedding[ids], dtype=np.float32)
+        vectors = self._session.run(None, {"ids": ids, "embedded": embedded})[0]
+        return TextEncoding(l2_normalise(vectors), truncated)
