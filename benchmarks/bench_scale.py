@@ -54,6 +54,9 @@ def main() -> int:
                                                              "to exercise it at a small N")
     parser.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    parser.add_argument("--model", default=None, help="what the store records as the vectors' model (default: a "
+                                                      "synthetic label; e.g. ViT-B-32:random lets the kept store "
+                                                      "answer text queries after an index run exports its text tower)")
     parser.add_argument("--threads", type=int, default=None, help="FAISS threads (default: all cores)")
     parser.add_argument("--drop-caches", action="store_true",
                         help="also time first-time queries after emptying the OS page cache (Linux, root): the "
@@ -75,7 +78,8 @@ def main() -> int:
         with Store.open(workdir / "store", create=True) as store:
             print(f"importing {args.n:,} x {args.dim} into {workdir / 'store'}", file=sys.stderr, flush=True)
             timings: dict[str, float] = {}
-            truth, import_seconds = fill_store(store, space, args.n, queries, timings=timings)
+            truth, import_seconds = fill_store(store, space, args.n, queries, timings=timings,
+                                               **({"model": args.model} if args.model else {}))
             print(f"imported in {import_seconds:.0f} s; choosing and building the index", file=sys.stderr, flush=True)
             tick = time.perf_counter()
             if args.index_type == "auto":

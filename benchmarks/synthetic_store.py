@@ -25,13 +25,15 @@ def path_of(row: int) -> str:
 
 
 def fill_store(store: Store, space: ClusteredSphere, n: int, queries: np.ndarray, k: int = 10,
-               log_every: float = 30.0, timings: dict[str, float] | None = None) -> tuple[np.ndarray, float]:
+               log_every: float = 30.0, timings: dict[str, float] | None = None,
+               model: str = MODEL_LABEL) -> tuple[np.ndarray, float]:
     """Import rows 0..n of ``space`` as image items; returns (exact top-k segment ids of ``queries``,
     seconds spent importing). The seconds count mmsearch's import alone: generating the rows and the
     exact search for the ground truth happen in the same pass but are timed apart (``timings`` gets
-    "data_seconds" for them and "wall_seconds" for the whole pass)."""
+    "data_seconds" for them and "wall_seconds" for the whole pass). ``model``: what the store records as the
+    maker of the vectors (a real architecture such as ViT-B-32:random lets it answer text queries)."""
     store.acquire_writer()
-    bind_import_model(store, Modality.IMAGE, MODEL_LABEL, space.dim, "synthetic")
+    bind_import_model(store, Modality.IMAGE, model, space.dim, "synthetic")
     exact = ExactTopK(queries, k) if len(queries) else None
     started = last = time.perf_counter()
     data_seconds = 0.0
