@@ -181,7 +181,7 @@ def test_only_the_store_package_speaks_sql():
             if PACKAGE / "store" in path.parents:
                 continue
             text = path.read_text(encoding="utf-8")
-            assert "catalog._engine" not in text and "catalog.engine" not in text, path
+            assert "catalog._database" not in text and "catalog.engine" not in text, path
 
 
 def test_every_subpackage_says_what_it_owns():

@@ -1,4 +1,4 @@
-"""The SQLite catalog (through SQLAlchemy 2): items, their segments, the segments' vectors, store info.
+"""The SQLite catalog: items, their segments, the segments' vectors, store info.
 
 Segment ids are the ids in the vector indexes. Vectors are kept here too (float32 blobs), in the same
 transaction as their rows, so an index can always be rebuilt without re-embedding and no commit can
@@ -17,42 +17,36 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import select
 
 from ..records import FailedFile, Modality
 from . import schema
-from .reads import CatalogReader, chunked
+from .reads import CatalogReader, chunked, marks
 from .rows import FAILED_STATES, INDEXED, ItemRow, SegmentRow
-from .schema import items, store_info
 from .writes import CatalogWriter
 
 SEGMENT_CACHE_ROWS = 200_000
 """Segment rows kept in memory for search results (about 60 MB at most)."""
 _SEGMENT_ROWS = ('SELECT segments.id, segments.item_id, items.path, segments.modality, segments.text, segments.start, '
                  'segments."end" FROM segments JOIN items ON items.id = segments.item_id WHERE segments.id IN ({})')
-_ITEM_COLUMNS = (items.c.id, items.c.path, items.c.modality, items.c.size, items.c.mtime_ns, items.c.content_hash,
-                 items.c.state, items.c.error)
+_ITEMS = "SELECT id, path, modality, size, mtime_ns, content_hash, state, error FROM items"
 
 
-def _item(row) -> ItemRow:
-    return ItemRow(row.id, row.path, Modality(row.modality), row.size, row.mtime_ns, row.content_hash, row.state,
-                   row.error)
+def _item(row: tuple) -> ItemRow:
+    return ItemRow(row[0], row[1], Modality(row[2]), *row[3:])
 
 
 class Catalog:
     def __init__(self, path: Path, *, create: bool = False):
         self.path = Path(path)
-        self._engine = schema.connect(self.path)
+        self._database = schema.Database(self.path)
         self._watch: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
         self._segment_cache: dict[int, SegmentRow] = {}
         self._segment_marker: int | None = None
         if create and not self._initialised():
-            with self._engine.connect() as conn:  # tables and schema version in one transaction
-                schema.mark_writing(conn)
-                with conn.begin():
-                    schema.create(conn)
-        self.schema_version_found = schema.migrate(self._engine, self.path.parent)
+            with self._database.write() as conn:  # tables and schema version in one transaction
+                schema.create(conn)
+        self.schema_version_found = schema.migrate(self._database, self.path.parent)
         """The schema version the catalog had when opened (before any migration)."""
 
     def _initialised(self) -> bool:
@@ -66,50 +60,46 @@ class Catalog:
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None
-        self._engine.dispose()
+        self._database.close()
 
     # -- transactions ----------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[CatalogWriter]:
         """One write transaction (BEGIN IMMEDIATE), committed when the block ends, rolled back on error."""
-        with self._engine.connect() as conn:
-            schema.mark_writing(conn)
-            with conn.begin():
-                yield CatalogWriter(conn)
+        with self._database.write() as conn:
+            yield CatalogWriter(conn)
 
     @contextmanager
     def snapshot(self) -> Iterator[CatalogReader]:
         """One read transaction: every read made through it sees the same committed state."""
-        with self._engine.connect() as conn:
+        with self._database.read() as conn:
             yield CatalogReader(conn)
 
     # -- store info ------------------------------------------------------------------------------------
     def info(self) -> dict[str, str]:
-        with self._engine.connect() as conn:
-            return dict(conn.execute(select(store_info.c.key, store_info.c.value)).all())
+        with self._database.connection() as conn:
+            return dict(conn.execute('SELECT "key", value FROM store_info').fetchall())
 
     def set_info(self, **values: str) -> None:
-        with self._engine.connect() as conn:
-            schema.mark_writing(conn)
-            with conn.begin():
-                for key, value in values.items():
-                    schema.put_info(conn, key, str(value))
+        with self._database.write() as conn:
+            for key, value in values.items():
+                schema.put_info(conn, key, str(value))
 
     # -- files -----------------------------------------------------------------------------------------
     def all_items(self) -> dict[str, ItemRow]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(*_ITEM_COLUMNS)).all()
-        return {row.path: _item(row) for row in rows}
+        with self._database.read() as conn:
+            rows = conn.execute(_ITEMS).fetchall()
+        return {row[1]: _item(row) for row in rows}
 
     def items_by_hash(self, hashes: Iterable[str]) -> dict[str, ItemRow]:
         """Indexed items with these content hashes (one per hash), to reuse their vectors."""
         found: dict[str, ItemRow] = {}
-        with self._engine.connect() as conn:
+        with self._database.read() as conn:
             for chunk in chunked(list(set(hashes))):
-                rows = conn.execute(select(*_ITEM_COLUMNS).where(items.c.content_hash.in_(chunk),
-                                                                 items.c.state == INDEXED)).all()
+                rows = conn.execute(f"{_ITEMS} WHERE content_hash IN ({marks(chunk)}) AND state = ?",
+                                    (*chunk, INDEXED)).fetchall()
                 for row in rows:
-                    found.setdefault(row.content_hash, _item(row))
+                    found.setdefault(row[5], _item(row))
         return found
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -118,10 +108,10 @@ class Catalog:
             return read.counts()
 
     def failures(self) -> tuple[FailedFile, ...]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(items.c.path, items.c.error).where(items.c.state.in_(FAILED_STATES))
-                                .order_by(items.c.path)).all()
-        return tuple(FailedFile(row.path, row.error or "unknown error") for row in rows)
+        with self._database.connection() as conn:
+            rows = conn.execute(f"SELECT path, error FROM items WHERE state IN ({marks(FAILED_STATES)}) ORDER BY path",
+                                FAILED_STATES).fetchall()
+        return tuple(FailedFile(path, error or "unknown error") for path, error in rows)
 
     # -- segments and vectors --------------------------------------------------------------------------
     def change_marker(self) -> int:
@@ -134,8 +124,8 @@ class Catalog:
 
     def segment_rows(self, ids: Sequence[int]) -> dict[int, SegmentRow]:
         """Segments with their file paths, by id. On the search path: rows already read are kept until
-        anything commits to the catalog (``change_marker``), the rest read with plain SQL on a pooled
-        DBAPI connection (each statement its own consistent read), about 10x cheaper than a Core query."""
+        anything commits to the catalog (``change_marker``), the rest read on a pooled connection (each
+        statement its own consistent read)."""
         marker = self.change_marker()
         cache = self._segment_cache
         if marker != self._segment_marker or len(cache) > SEGMENT_CACHE_ROWS:
@@ -149,21 +139,16 @@ class Catalog:
         return {i: cache[i] for i in ids if i in cache}
 
     def _raw_rows(self, query: str, ids: list[int]) -> list[tuple]:
-        """``query`` (with one ``IN ({})`` list) for every id, on a pooled DBAPI connection."""
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            rows: list[tuple] = []
+        """``query`` (with one ``IN ({})`` list) for every id, on a pooled connection."""
+        rows: list[tuple] = []
+        with self._database.connection() as conn:
             for chunk in chunked(ids):
-                rows.extend(cursor.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
-            cursor.close()
-            return rows
-        finally:
-            connection.close()
+                rows.extend(conn.execute(query.format(marks(chunk)), chunk).fetchall())
+        return rows
 
     def fetch_vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their stored vectors): what approximate indexes re-rank and filter with. On the
-        search path (ivf-pq re-ranking), so plain SQL on a pooled DBAPI connection."""
+        search path (ivf-pq re-ranking)."""
         rows = self._raw_rows("SELECT segment_id, vector FROM vectors WHERE segment_id IN ({})",
                               np.asarray(ids, dtype=np.int64).reshape(-1).tolist())
         found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))

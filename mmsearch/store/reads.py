@@ -7,15 +7,13 @@ the ids at fault), so that no SQL lives outside this package.
 """
 from __future__ import annotations
 
+import sqlite3
 from typing import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 
 from ..records import Modality
 from .rows import FAILED_STATES, INDEXED
-from .schema import items, segments, vectors
 
 BATCH = 500
 """Ids per ``IN (...)`` list (SQLite allows 999 parameters by default in older builds)."""
@@ -52,11 +50,18 @@ def chunked(values: Sequence, size: int = BATCH) -> Iterable[list]:
         yield list(values[start:start + size])
 
 
+def marks(values: Sequence) -> str:
+    return ",".join("?" * len(values))
+
+
 class CatalogReader:
     """Reads on one connection, inside one transaction."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
+
+    def _ids(self, query: str, params: Sequence = ()) -> list[int]:
+        return [int(row[0]) for row in self._conn.execute(query, tuple(params))]
 
     # -- what indexing and search read -----------------------------------------------------------------
     def segment_ids(self, modality: Modality, path_glob: str | None = None) -> np.ndarray:
@@ -70,27 +75,26 @@ class CatalogReader:
             if bounds is not None:
                 query += PREFIX_RANGE
                 params += bounds
-        return np.fromiter(self._conn.exec_driver_sql(query, params).scalars(), dtype=np.int64)
+        return np.fromiter((row[0] for row in self._conn.execute(query, params)), dtype=np.int64)
 
     def segment_count(self, modality: Modality) -> tuple[int, int]:
         """(how many segments ``modality`` has, the newest one's id or 0)."""
-        count, newest = self._conn.execute(select(func.count(), func.max(segments.c.id))
-                                           .where(segments.c.modality == modality.value)).one()
+        count, newest = self._conn.execute("SELECT count(*), max(id) FROM segments WHERE modality = ?",
+                                           (modality.value,)).fetchone()
         return int(count), int(newest or 0)
 
     def vectors_for(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         found: dict[int, np.ndarray] = {}
         for chunk in chunked([int(i) for i in ids]):
-            rows = self._conn.execute(select(vectors.c.segment_id, vectors.c.vector)
-                                      .where(vectors.c.segment_id.in_(chunk))).all()
-            for seg_id, blob in rows:
+            for seg_id, blob in self._conn.execute(
+                    f"SELECT segment_id, vector FROM vectors WHERE segment_id IN ({marks(chunk)})", chunk):
                 found[seg_id] = np.frombuffer(blob, dtype=np.float32, count=dim)
         return found
 
     def vector_chunk(self, modality: Modality, after: int, size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """The next ``size`` stored (ids, vectors) of ``modality`` with ids above ``after`` (see
         ``VECTOR_CHUNK_SQL``); empty arrays past the last."""
-        rows = self._conn.exec_driver_sql(VECTOR_CHUNK_SQL, (modality.value, int(after), int(size))).all()
+        rows = self._conn.execute(VECTOR_CHUNK_SQL, (modality.value, int(after), int(size))).fetchall()
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, matrix
@@ -98,10 +102,9 @@ class CatalogReader:
     def item_segment_ids(self, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
         """The segments of these items, per modality."""
         by_modality: dict[Modality, list[int]] = {}
-        for chunk in chunked(item_ids):
-            rows = self._conn.execute(select(segments.c.id, segments.c.modality)
-                                      .where(segments.c.item_id.in_(chunk))).all()
-            for seg_id, modality in rows:
+        for chunk in chunked([int(i) for i in item_ids]):
+            for seg_id, modality in self._conn.execute(
+                    f"SELECT id, modality FROM segments WHERE item_id IN ({marks(chunk)})", chunk):
                 by_modality.setdefault(Modality(modality), []).append(seg_id)
         return by_modality
 
@@ -109,73 +112,83 @@ class CatalogReader:
         """The ids of those of ``paths`` the catalog holds."""
         found: dict[str, int] = {}
         for chunk in chunked(paths):
-            found.update({path: int(item_id) for item_id, path in
-                          self._conn.execute(select(items.c.id, items.c.path).where(items.c.path.in_(chunk)))})
+            found.update({path: int(item_id) for item_id, path in self._conn.execute(
+                f"SELECT id, path FROM items WHERE path IN ({marks(chunk)})", chunk)})
         return found
 
     def segment_ids_by_path(self, paths: Sequence[str]) -> dict[str, list[int]]:
         """The segment ids of the files at ``paths`` (those the catalog holds), in segment order."""
         found: dict[str, list[int]] = {}
         for chunk in chunked(paths):
-            rows = self._conn.execute(select(segments.c.id, items.c.path).join(items, items.c.id == segments.c.item_id)
-                                      .where(items.c.path.in_(chunk)).order_by(segments.c.id)).all()
-            for seg_id, path in rows:
+            for seg_id, path in self._conn.execute(
+                    f"SELECT segments.id, items.path FROM segments JOIN items ON items.id = segments.item_id "
+                    f"WHERE items.path IN ({marks(chunk)}) ORDER BY segments.id", chunk):
                 found.setdefault(path, []).append(int(seg_id))
         return found
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(indexed files per modality, segments per modality)."""
-        files = dict(self._conn.execute(select(items.c.modality, func.count()).where(items.c.state == INDEXED)
-                                        .group_by(items.c.modality)).all())
-        segs = dict(self._conn.execute(select(segments.c.modality, func.count()).group_by(segments.c.modality)).all())
+        files = dict(self._conn.execute("SELECT modality, count(*) FROM items WHERE state = ? GROUP BY modality",
+                                        (INDEXED,)).fetchall())
+        segs = dict(self._conn.execute("SELECT modality, count(*) FROM segments GROUP BY modality").fetchall())
         return files, segs
 
     def vector_counts(self) -> dict[str, int]:
         """Stored vectors per modality."""
-        return dict(self._conn.execute(select(segments.c.modality, func.count()).select_from(vectors)
-                                       .join(segments, segments.c.id == vectors.c.segment_id)
-                                       .group_by(segments.c.modality)).all())
+        return dict(self._conn.execute("SELECT segments.modality, count(*) FROM vectors JOIN segments ON "
+                                       "segments.id = vectors.segment_id GROUP BY segments.modality").fetchall())
 
     # -- consistency checks (``verify``): each returns the ids at fault ---------------------------------
     def integrity_problems(self) -> list[str]:
         """SQLite's own check of the file; empty when it is sound."""
-        found = [row[0] for row in self._conn.exec_driver_sql("PRAGMA quick_check").all()]
+        found = [row[0] for row in self._conn.execute("PRAGMA quick_check").fetchall()]
         return [] if found == ["ok"] else found
 
-    def _ids(self, query) -> list[int]:
-        return [int(i) for i in self._conn.execute(query).scalars()]
-
     def vectors_of_wrong_size(self, modality: Modality, dim: int) -> list[int]:
-        return self._ids(select(vectors.c.segment_id).join(segments, segments.c.id == vectors.c.segment_id)
-                         .where(segments.c.modality == modality.value, func.length(vectors.c.vector) != dim * 4))
+        return self._ids("SELECT vectors.segment_id FROM vectors JOIN segments ON segments.id = vectors.segment_id "
+                         "WHERE segments.modality = ? AND length(vectors.vector) != ?", (modality.value, dim * 4))
 
     def segments_without_item(self) -> list[int]:
-        return self._ids(select(segments.c.id).outerjoin(items, items.c.id == segments.c.item_id)
-                         .where(items.c.id.is_(None)))
+        return self._ids("SELECT segments.id FROM segments LEFT OUTER JOIN items ON items.id = segments.item_id "
+                         "WHERE items.id IS NULL")
 
     def segments_of_failed_items(self) -> list[int]:
-        return self._ids(select(segments.c.id).join(items, items.c.id == segments.c.item_id)
-                         .where(items.c.state != INDEXED))
+        return self._ids("SELECT segments.id FROM segments JOIN items ON items.id = segments.item_id "
+                         "WHERE items.state != ?", (INDEXED,))
 
     def segments_without_vectors(self) -> list[int]:
-        return self._ids(select(segments.c.id).outerjoin(vectors, vectors.c.segment_id == segments.c.id)
-                         .where(vectors.c.segment_id.is_(None)))
+        return self._ids("SELECT segments.id FROM segments LEFT OUTER JOIN vectors ON vectors.segment_id = "
+                         "segments.id WHERE vectors.segment_id IS NULL")
 
     def vectors_without_segments(self) -> list[int]:
-        return self._ids(select(vectors.c.segment_id).outerjoin(segments, segments.c.id == vectors.c.segment_id)
-                         .where(segments.c.id.is_(None)))
+        return self._ids("SELECT vectors.segment_id FROM vectors LEFT OUTER JOIN segments ON segments.id = "
+                         "vectors.segment_id WHERE segments.id IS NULL")
 
     def items_in_unknown_state(self) -> list[int]:
-        return self._ids(select(items.c.id).where(items.c.state.not_in((INDEXED, *FAILED_STATES))))
+        known = (INDEXED, *FAILED_STATES)
+        return self._ids(f"SELECT id FROM items WHERE state NOT IN ({marks(known)})", known)
 
     def indexed_items_without_segments(self, ignoring: Iterable[int] = ()) -> list[int]:
         """Items recorded as indexed that have no segment once the segments ``ignoring`` are gone."""
-        ignoring = sorted(set(ignoring))
-        with_segments = (select(segments.c.item_id).where(segments.c.id.not_in(ignoring)) if ignoring
-                         else select(segments.c.item_id))
-        return self._ids(select(items.c.id).where(items.c.state == INDEXED, items.c.id.not_in(with_segments)))
+        ignoring = set(int(i) for i in ignoring)
+        empty = self._ids("SELECT id FROM items WHERE state = ? AND id NOT IN (SELECT item_id FROM segments)",
+                          (INDEXED,))
+        if not ignoring:
+            return empty
+        touched = {item for chunk in chunked(sorted(ignoring)) for item in
+                   self._ids(f"SELECT DISTINCT item_id FROM segments WHERE id IN ({marks(chunk)})", chunk)}
+        kept: set[int] = set()
+        for chunk in chunked(sorted(touched)):
+            for item_id, seg_id, state in self._conn.execute(
+                    f"SELECT segments.item_id, segments.id, items.state FROM segments JOIN items ON "
+                    f"items.id = segments.item_id WHERE segments.item_id IN ({marks(chunk)})", chunk):
+                if seg_id not in ignoring or state != INDEXED:
+                    kept.add(item_id)
+        return sorted(set(empty) | (touched - kept))
 
     def modalities_of_segments(self, ids: Sequence[int]) -> set[Modality]:
-        rows = self._conn.execute(select(segments.c.modality).where(segments.c.id.in_(list(ids)[:10_000]))
-                                  .distinct()).scalars()
-        return {Modality(m) for m in rows}
+        found: set[Modality] = set()
+        for chunk in chunked(list(ids)[:10_000]):
+            found |= {Modality(row[0]) for row in self._conn.execute(
+                f"SELECT DISTINCT modality FROM segments WHERE id IN ({marks(chunk)})", chunk)}
+        return found

@@ -1,4 +1,4 @@
-"""Catalog rows as frozen records: what the catalog hands out and takes in (never SQLAlchemy rows)."""
+"""Catalog rows as frozen records: what the catalog hands out and takes in (never raw database rows)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

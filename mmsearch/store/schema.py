@@ -1,72 +1,48 @@
-"""The catalog's SQLite schema, its connection settings, and its numbered migrations.
+"""The catalog's SQLite schema, its connections, and its numbered migrations (Python's own ``sqlite3``).
 
 Tables: ``store_info`` (key/value: schema version, models, index choices), ``items`` (one row per file),
 ``segments`` (what one vector stands for: an image, a passage, an audio window) and ``vectors`` (each
 segment's float32 vector). Segment ids are the ids in the vector indexes and are never reused.
 
-Transactions are SQLite's own, begun explicitly (the sqlite3 module's implicit ones begin only before
-writes): every connection block reads one consistent snapshot (WAL mode: readers never wait for the
-writer), and a write transaction begins IMMEDIATE, taking the write lock before reading.
+Transactions are begun explicitly (connections are in autocommit mode otherwise): a read transaction
+(``Database.read``) sees one consistent snapshot (WAL mode: readers never wait for the writer), and a
+write transaction (``Database.write``) begins IMMEDIATE, taking the write lock before reading.
 
 Only the store package touches these tables; everything else goes through ``catalog.Catalog``.
 """
 from __future__ import annotations
 
+import sqlite3
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
-
-from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
-                        create_engine, delete, event, insert, select)
-from sqlalchemy.engine import Connection, Engine
+from typing import Callable, Iterator
 
 from ..errors import StoreCorruptError, StoreNotFoundError
 
 SCHEMA_VERSION = 1
 
-metadata = MetaData()
-
-store_info = Table(
-    "store_info", metadata,
-    Column("key", String, primary_key=True),
-    Column("value", Text, nullable=False),
+TABLES = (
+    'CREATE TABLE IF NOT EXISTS store_info (\n\t"key" VARCHAR NOT NULL, \n\tvalue TEXT NOT NULL, \n\t'
+    'PRIMARY KEY ("key")\n)',
+    "CREATE TABLE IF NOT EXISTS items (\n\tid INTEGER NOT NULL, \n\tpath TEXT NOT NULL, \n\t"
+    "modality VARCHAR(8) NOT NULL, \n\tsize INTEGER NOT NULL, \n\tmtime_ns INTEGER NOT NULL, \n\t"
+    "content_hash VARCHAR(64), \n\tstate VARCHAR(8) NOT NULL, \n\terror TEXT, \n\tupdated_at FLOAT NOT NULL, \n\t"
+    "PRIMARY KEY (id), \n\tUNIQUE (path)\n)",
+    "CREATE TABLE IF NOT EXISTS segments (\n\tid INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \n\t"
+    "item_id INTEGER NOT NULL, \n\tmodality VARCHAR(8) NOT NULL, \n\tordinal INTEGER NOT NULL, \n\ttext TEXT, \n\t"
+    'start FLOAT, \n\t"end" FLOAT, \n\tFOREIGN KEY(item_id) REFERENCES items (id) ON DELETE CASCADE\n)',
+    "CREATE TABLE IF NOT EXISTS vectors (\n\tsegment_id INTEGER NOT NULL, \n\tvector BLOB NOT NULL, \n\t"
+    "PRIMARY KEY (segment_id), \n\tFOREIGN KEY(segment_id) REFERENCES segments (id) ON DELETE CASCADE\n)",
+    "CREATE INDEX IF NOT EXISTS ix_items_state ON items (state)",
+    "CREATE INDEX IF NOT EXISTS ix_items_hash ON items (content_hash)",
+    "CREATE INDEX IF NOT EXISTS ix_segments_item ON segments (item_id)",
+    "CREATE INDEX IF NOT EXISTS ix_segments_modality ON segments (modality)",
 )
+"""The schema, exactly as mmsearch's earlier SQLAlchemy models made it (stores made before open as they are).
+Segment ids are AUTOINCREMENT: never reused, so a stale index can never point at a new segment."""
 
-items = Table(
-    "items", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("path", Text, nullable=False, unique=True),
-    Column("modality", String(8), nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
-    Column("content_hash", String(64)),
-    Column("state", String(8), nullable=False),  # 'indexed' | 'failed' | 'retry' (see FAILED_STATES)
-    Column("error", Text),
-    Column("updated_at", Float, nullable=False),
-    Index("ix_items_hash", "content_hash"),
-    Index("ix_items_state", "state"),
-)
-
-segments = Table(
-    "segments", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
-    Column("modality", String(8), nullable=False),
-    Column("ordinal", Integer, nullable=False),
-    Column("text", Text),
-    Column("start", Float),
-    Column("end", Float),
-    Index("ix_segments_item", "item_id"),
-    Index("ix_segments_modality", "modality"),
-    sqlite_autoincrement=True,  # ids are never reused, so a stale index can never point at a new segment
-)
-
-vectors = Table(
-    "vectors", metadata,
-    Column("segment_id", Integer, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
-    Column("vector", LargeBinary, nullable=False),
-)
-
-Migration = Callable[[Connection], None]
+Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
 """Numbered migrations: ``MIGRATIONS[n]`` upgrades a catalog from schema n to n + 1, inside the same
 transaction that records version n + 1 (all or nothing)."""
@@ -76,70 +52,96 @@ PAGE_SIZE = 16384
 most one such row in a 4 KB page (its default): 4.1 KB of disk per vector. 16 KB pages hold seven:
 2.3 KB per vector, and bulk writes take half the time. Existing catalogs keep the size they were made with."""
 
-_WRITE = "mmsearch_write"
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    connection.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only while the file is still empty
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # no implicit transactions: _begin() starts them explicitly
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only while the file is still empty
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+class Database:
+    """Connections to one catalog file, kept for reuse (one per thread at a time, never shared)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode: each statement is its own consistent read or write."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = _connect(self.path)
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction:  # a caller that stopped half way: nothing of it is kept
+                connection.execute("ROLLBACK")
+            with self._lock:
+                self._idle.append(connection)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every statement through it sees the same committed state."""
+        with self.connection() as connection:
+            connection.execute("BEGIN")
+            yield connection
+            connection.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), committed when the block ends, rolled back on error."""
+        with self.connection() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
-def _begin(conn: Connection) -> None:
-    """Every SQLAlchemy transaction is a real SQLite one: reads see one snapshot, writes lock at once."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+def get_info(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute('SELECT value FROM store_info WHERE "key" = ?', (key,)).fetchone()
+    return row[0] if row else None
 
 
-def connect(path: Path) -> Engine:
-    """An engine on the catalog file with the settings above on every connection."""
-    engine = create_engine(f"sqlite:///{path}", future=True)
-    event.listen(engine, "connect", _sqlite_pragmas)
-    event.listen(engine, "begin", _begin)
-    return engine
+def put_info(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute('INSERT OR REPLACE INTO store_info ("key", value) VALUES (?, ?)', (key, value))
 
 
-def mark_writing(conn: Connection) -> None:
-    """Make the next transaction on ``conn`` a write one (BEGIN IMMEDIATE)."""
-    conn.execution_options(**{_WRITE: True})
-
-
-def get_info(conn: Connection, key: str) -> str | None:
-    return conn.execute(select(store_info.c.value).where(store_info.c.key == key)).scalar_one_or_none()
-
-
-def put_info(conn: Connection, key: str, value: str) -> None:
-    conn.execute(delete(store_info).where(store_info.c.key == key))
-    conn.execute(insert(store_info).values(key=key, value=value))
-
-
-def create(conn: Connection) -> None:
+def create(conn: sqlite3.Connection) -> None:
     """Tables and schema version, in the caller's transaction (all or nothing)."""
-    metadata.create_all(conn)
+    for statement in TABLES:
+        conn.execute(statement)
     if get_info(conn, "schema_version") is None:
         put_info(conn, "schema_version", str(SCHEMA_VERSION))
 
 
-def has_tables(engine: Engine) -> bool:
+def has_tables(database: Database) -> bool:
     try:
-        with engine.connect() as conn:
-            return bool(conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'").scalar())
+        with database.connection() as conn:
+            return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
     except Exception:
         return True  # not even a database: corrupt, not merely unfinished
 
 
-def migrate(engine: Engine, store: Path) -> int:
+def migrate(database: Database, store: Path) -> int:
     """Bring the catalog up to ``SCHEMA_VERSION``, one numbered migration per transaction; returns the
     version found. Refuses a catalog from a newer mmsearch, and one whose creation never committed."""
     try:
-        with engine.connect() as conn:
+        with database.connection() as conn:
             version_text = get_info(conn, "schema_version")
     except Exception as exc:
-        if not has_tables(engine):
+        if not has_tables(database):
             raise StoreNotFoundError(store) from exc  # creation was interrupted before its commit
         raise StoreCorruptError(store, f"catalog unreadable ({str(exc).splitlines()[0][:200]})") from exc
     if version_text is None:
@@ -152,11 +154,9 @@ def migrate(engine: Engine, store: Path) -> int:
         if step is None:
             raise StoreCorruptError(store, f"no migration from schema version {version}")
         try:
-            with engine.connect() as conn:
-                mark_writing(conn)
-                with conn.begin():
-                    step(conn)
-                    put_info(conn, "schema_version", str(version + 1))
+            with database.write() as conn:
+                step(conn)
+                put_info(conn, "schema_version", str(version + 1))
         except Exception as exc:
             raise StoreCorruptError(store, f"migration from schema version {version} failed "
                                            f"({str(exc).splitlines()[0][:200]}); the catalog is unchanged") from exc

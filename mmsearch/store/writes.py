@@ -12,12 +12,10 @@ import time
 from typing import Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import delete, select, update
 
 from ..records import Modality, Segment
-from .reads import CatalogReader, chunked
+from .reads import CatalogReader, chunked, marks
 from .rows import ItemRow
-from .schema import items, segments, vectors
 
 
 class CatalogWriter(CatalogReader):
@@ -26,10 +24,10 @@ class CatalogWriter(CatalogReader):
     def next_id(self, table: str) -> int:
         """The next free id of ``items`` or ``segments``; segments (AUTOINCREMENT) never reuse an id handed
         out before, even a deleted one, so a stale index file can never point at a new segment."""
-        top = self._conn.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
+        top = self._conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
         if table == "segments":
-            row = self._conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").scalar()
-            top = max(top, row or 0)
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'segments'").fetchone()
+            top = max(top, row[0] if row else 0)
         return int(top) + 1
 
     def put_item(self, *, path: str, modality: Modality, size: int, mtime_ns: int, content_hash: str | None,
@@ -47,8 +45,8 @@ class CatalogWriter(CatalogReader):
         changed = [(r.modality.value, r.size, r.mtime_ns, r.content_hash, r.state, r.error, now, existing[r.path])
                    for r in rows if r.path in existing]
         if changed:
-            self._conn.exec_driver_sql("UPDATE items SET modality = ?, size = ?, mtime_ns = ?, content_hash = ?, "
-                                       "state = ?, error = ?, updated_at = ? WHERE id = ?", changed)
+            self._conn.executemany("UPDATE items SET modality = ?, size = ?, mtime_ns = ?, content_hash = ?, "
+                                   "state = ?, error = ?, updated_at = ? WHERE id = ?", changed)
         next_item = self.next_id("items")
         ids, new = [], []
         for r in rows:
@@ -59,8 +57,8 @@ class CatalogWriter(CatalogReader):
                             now))
             ids.append(item_id)
         if new:
-            self._conn.exec_driver_sql("INSERT INTO items (id, path, modality, size, mtime_ns, content_hash, state, "
-                                       "error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
+            self._conn.executemany("INSERT INTO items (id, path, modality, size, mtime_ns, content_hash, state, "
+                                   "error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
         return ids
 
     def add_segments(self, item_id: int, modality: Modality, parts: Sequence[Segment], matrix: np.ndarray) -> list[int]:
@@ -81,53 +79,54 @@ class CatalogWriter(CatalogReader):
                 segment_rows.append((seg_id, item_id, modality.value, part.ordinal, part.text, part.start, part.end))
                 vector_rows.append((seg_id, vector.tobytes()))
         if segment_rows:
-            self._conn.exec_driver_sql('INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end") '
-                                       "VALUES (?, ?, ?, ?, ?, ?, ?)", segment_rows)
-            self._conn.exec_driver_sql("INSERT INTO vectors (segment_id, vector) VALUES (?, ?)", vector_rows)
+            self._conn.executemany('INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end") '
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?)", segment_rows)
+            self._conn.executemany("INSERT INTO vectors (segment_id, vector) VALUES (?, ?)", vector_rows)
         return ids
 
     def copy_segments(self, source_item: int, target_item: int) -> tuple[Modality | None, list[int], np.ndarray]:
         """Give ``target_item`` copies of ``source_item``'s segments and vectors (same content, new file)."""
-        rows = self._conn.execute(select(segments, vectors.c.vector)
-                                  .join(vectors, vectors.c.segment_id == segments.c.id)
-                                  .where(segments.c.item_id == source_item).order_by(segments.c.ordinal)).all()
+        rows = self._conn.execute('SELECT segments.modality, segments.ordinal, segments.text, segments.start, '
+                                  'segments."end", vectors.vector FROM segments JOIN vectors ON vectors.segment_id = '
+                                  "segments.id WHERE segments.item_id = ? ORDER BY segments.ordinal",
+                                  (source_item,)).fetchall()
         if not rows:
             return None, [], np.empty((0, 0), np.float32)
-        modality = Modality(rows[0].modality)
-        parts = [Segment(row.ordinal, row.text, row.start, row.end) for row in rows]
-        matrix = np.vstack([np.frombuffer(row.vector, dtype=np.float32) for row in rows])
+        modality = Modality(rows[0][0])
+        parts = [Segment(ordinal, text, start, end) for _, ordinal, text, start, end, _ in rows]
+        matrix = np.vstack([np.frombuffer(row[5], dtype=np.float32) for row in rows])
         return modality, self.add_segments(target_item, modality, parts, matrix), matrix
 
     def move_item(self, item_id: int, new_path: str, size: int, mtime_ns: int) -> None:
-        self._conn.execute(update(items).where(items.c.id == item_id)
-                           .values(path=new_path, size=size, mtime_ns=mtime_ns, updated_at=time.time()))
+        self._conn.execute("UPDATE items SET path = ?, size = ?, mtime_ns = ?, updated_at = ? WHERE id = ?",
+                           (new_path, size, mtime_ns, time.time(), item_id))
 
     def touch_item(self, item_id: int, size: int, mtime_ns: int) -> None:
-        self._conn.execute(update(items).where(items.c.id == item_id).values(size=size, mtime_ns=mtime_ns))
+        self._conn.execute("UPDATE items SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, item_id))
 
     def drop_segments(self, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
         """Delete the segments (and vectors) of these items; returns the removed segment ids per modality."""
         removed = self.item_segment_ids(item_ids)
-        for chunk in chunked(item_ids):
-            self._conn.execute(delete(vectors).where(vectors.c.segment_id.in_(
-                select(segments.c.id).where(segments.c.item_id.in_(chunk)))))
-            self._conn.execute(delete(segments).where(segments.c.item_id.in_(chunk)))
+        for chunk in chunked([int(i) for i in item_ids]):
+            self._conn.execute(f"DELETE FROM vectors WHERE segment_id IN (SELECT id FROM segments WHERE item_id IN "
+                               f"({marks(chunk)}))", chunk)
+            self._conn.execute(f"DELETE FROM segments WHERE item_id IN ({marks(chunk)})", chunk)
         return removed
 
     def delete_items(self, item_ids: Sequence[int]) -> dict[Modality, list[int]]:
         """Delete these items with their segments and vectors; returns the removed segment ids per modality."""
         removed = self.drop_segments(item_ids)
-        for chunk in chunked(item_ids):
-            self._conn.execute(delete(items).where(items.c.id.in_(chunk)))
+        for chunk in chunked([int(i) for i in item_ids]):
+            self._conn.execute(f"DELETE FROM items WHERE id IN ({marks(chunk)})", chunk)
         return removed
 
     def delete_segments(self, segment_ids: Sequence[int]) -> None:
         """Delete these segments and their vectors (the items stay)."""
-        for chunk in chunked(sorted(set(segment_ids))):
-            self._conn.execute(delete(vectors).where(vectors.c.segment_id.in_(chunk)))
-            self._conn.execute(delete(segments).where(segments.c.id.in_(chunk)))
+        for chunk in chunked(sorted(set(int(i) for i in segment_ids))):
+            self._conn.execute(f"DELETE FROM vectors WHERE segment_id IN ({marks(chunk)})", chunk)
+            self._conn.execute(f"DELETE FROM segments WHERE id IN ({marks(chunk)})", chunk)
 
     def delete_vectors(self, segment_ids: Sequence[int]) -> None:
         """Delete stored vectors by segment id (those whose segment is gone)."""
-        for chunk in chunked(sorted(set(segment_ids))):
-            self._conn.execute(delete(vectors).where(vectors.c.segment_id.in_(chunk)))
+        for chunk in chunked(sorted(set(int(i) for i in segment_ids))):
+            self._conn.execute(f"DELETE FROM vectors WHERE segment_id IN ({marks(chunk)})", chunk)

@@ -36,8 +36,8 @@ def test_an_older_catalog_is_migrated_once_and_records_the_new_version(catalog_p
 
     def add_note_column(conn) -> None:
         ran.append(1)
-        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN note TEXT")
-        conn.exec_driver_sql("CREATE TABLE tags (item_id INTEGER NOT NULL, tag TEXT NOT NULL)")
+        conn.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        conn.execute("CREATE TABLE tags (item_id INTEGER NOT NULL, tag TEXT NOT NULL)")
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
     monkeypatch.setattr(schema, "MIGRATIONS", {1: add_note_column})
@@ -62,8 +62,8 @@ def test_migrations_run_in_order_one_version_at_a_time(catalog_path, monkeypatch
 
     def step(n: int):
         def run(conn) -> None:
-            seen.append((n, conn.exec_driver_sql("SELECT value FROM store_info WHERE key = 'schema_version'")
-                         .scalar()))
+            seen.append((n, conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'")
+                         .fetchone()[0]))
         return run
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
@@ -79,9 +79,9 @@ def test_a_failed_migration_leaves_the_catalog_as_it_was(catalog_path, monkeypat
     before = raw(catalog_path, "SELECT * FROM items")
 
     def half_done(conn) -> None:
-        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN note TEXT")
-        conn.exec_driver_sql("CREATE TABLE tags (item_id INTEGER NOT NULL, tag TEXT NOT NULL)")
-        conn.exec_driver_sql("UPDATE items SET path = '/changed'")
+        conn.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        conn.execute("CREATE TABLE tags (item_id INTEGER NOT NULL, tag TEXT NOT NULL)")
+        conn.execute("UPDATE items SET path = '/changed'")
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
@@ -103,12 +103,12 @@ def test_a_failure_in_a_later_step_keeps_the_earlier_steps(catalog_path, monkeyp
     make_v1(catalog_path)
 
     def fail(conn) -> None:
-        conn.exec_driver_sql("CREATE TABLE half (x INTEGER)")
+        conn.execute("CREATE TABLE half (x INTEGER)")
         raise ValueError("second step broke")
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
     monkeypatch.setattr(schema, "MIGRATIONS", {
-        1: lambda conn: conn.exec_driver_sql("CREATE TABLE first (x INTEGER)"), 2: fail})
+        1: lambda conn: conn.execute("CREATE TABLE first (x INTEGER)"), 2: fail})
     with pytest.raises(StoreCorruptError, match="schema version 2"):
         Catalog(catalog_path)
     assert raw(catalog_path, "SELECT value FROM store_info WHERE key = 'schema_version'") == [("2",)]
