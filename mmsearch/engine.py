@@ -229,7 +229,9 @@ class Engine:
         query = _as_query(query, image, audio)
         if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
-        files, _ = self.store.catalog.counts()
+        if self._searcher is None:
+            self._searcher = Searcher(self.store)
+        files = self._searcher.file_counts()  # counting scans the catalog: kept while the indexes keep their size
         wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image
         wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio
         notes: list[str] = []
@@ -244,8 +246,6 @@ class Engine:
                 notes.append(f"audio files not searched: {exc}")
         bridge = self.bridge() if clip is not None and clap is not None else None
         vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
-        if self._searcher is None:
-            self._searcher = Searcher(self.store)
         result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
         return SearchResult(result.hits, tuple(notes) + result.notes)
 
@@ -275,7 +275,7 @@ class Engine:
             record = check_export(self.store.path, identity)
         except ExportUnusable as exc:
             return f"torch (the exported text tower {exc.reason})"
-        return (f"onnx (text tower exported, cosine to the model >= {record.min_cosine:.6f}, "
+        return (f"onnx (text tower exported, cosine to the model >= {record.min_cosine:.7f}, "
                 f"tokens checked on {record.checked:,} sentences)")
 
     def remove(self, paths: Sequence[Path | str]) -> int:

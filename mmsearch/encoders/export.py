@@ -185,8 +185,9 @@ def _check(folder: Path, record: ExportRecord, encoder, tokens: Sequence[str], v
         raise ExportUnusable(folder, f"its tokenizer disagrees with open_clip's on {len(wrong)} of {len(tokens)} "
                                      f"check sentences (first: {wrong[0][:60]!r})")
     lowest = 1.0
-    for start in range(0, len(vectors), 64):
-        batch = list(vectors[start:start + 64])
+    batches = [list(vectors[start:start + 64]) for start in range(0, len(vectors), 64)]
+    batches += [[text] for text in HARD_STRINGS]  # one text at a time too: the graph's shapes with batch 1
+    for batch in batches:
         ours = exported.encode_texts(batch).vectors
         theirs = _torch_vectors(encoder, batch)
         lowest = min(lowest, float(np.min(np.sum(ours * theirs, axis=1))))

@@ -69,7 +69,7 @@ class Searcher:
         if k < 1:
             raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
         glob = check_glob(path_glob) if path_glob is not None else None
-        files = self._file_counts()
+        files = self.file_counts()
         targets = [m for m in Modality if kind in ("all", m.value)]
         notes = list(query.notes)
         reachable = [m for m in targets if SPACE_OF[m] in query.by_space and files.get(m.value)]
@@ -127,7 +127,7 @@ class Searcher:
                             start=segment.start, end=segment.end))
         return hits
 
-    def _file_counts(self) -> dict[str, int]:
+    def file_counts(self) -> dict[str, int]:
         """Indexed files per modality. Counting scans the catalog (about a second at 10M files), so the
         count is kept until one of the loaded indexes changes size."""
         key = tuple((m, len(index)) for m, index in self.store.loaded_indexes().items())
