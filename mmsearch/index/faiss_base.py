@@ -64,11 +64,6 @@ def configure_faiss() -> None:
         faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
 
 
-def faiss_gpu_count() -> int:
-    get = getattr(_faiss(), "get_num_gpus", None)
-    return int(get()) if get else 0
-
-
 def _as_ids(ids) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
 
@@ -105,6 +100,8 @@ class VectorIndex:
     defaults: Mapping[str, Any] = {}
     needs = ""
     """What a machine must have to run this type (empty: any machine)."""
+    read_only = False
+    """True when memory-mapped from its file (``factory.open_index(read_only=True)``): it only searches."""
 
     @classmethod
     def available(cls) -> bool:
@@ -201,8 +198,13 @@ class VectorIndex:
     def is_trained(self) -> bool:
         return bool(self._index.is_trained)
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError(f"{self.kind} index is memory-mapped read-only; open it writable to change it")
+
     def train(self, vectors) -> None:
         """Fit the index's quantisers to a sample of the vectors it will hold (no-op for untrained types)."""
+        self._writable()
         if self.trainable:
             self._train(_as_vectors(vectors, self.dim))
             self._changed()
@@ -231,6 +233,7 @@ class VectorIndex:
         self._subset_cache = None
 
     def add(self, ids, vectors) -> None:
+        self._writable()
         ids, vectors = _as_ids(ids), _as_vectors(vectors, self.dim)
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
@@ -244,6 +247,7 @@ class VectorIndex:
 
     def remove(self, ids) -> int:
         """Remove vectors by id; returns how many were held. Tombstone-only types compact past a fraction."""
+        self._writable()
         ids = np.unique(_as_ids(ids))
         if not len(ids) or not len(self):
             return 0

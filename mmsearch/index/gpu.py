@@ -20,9 +20,15 @@ import numpy as np
 from .ann import IVFFlatIndex
 from .backend import Neighbours
 from .exact import exact_top_k, padded
-from .faiss_base import VectorIndex, _faiss, faiss_gpu_count
+from .faiss_base import VectorIndex, _faiss
 
 log = logging.getLogger(__name__)
+
+def faiss_gpu_count() -> int:
+    """GPUs the installed FAISS can use (0 for a CPU-only build)."""
+    get = getattr(_faiss(), "get_num_gpus", None)
+    return int(get()) if get else 0
+
 
 STALE_FRACTION = 0.1
 """The replica is rebuilt once removals (or, for CAGRA, additions since its build) pass this share."""

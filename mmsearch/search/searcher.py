@@ -168,7 +168,10 @@ class Searcher:
         return means, np.maximum(np.sqrt(np.maximum(variances, 0.0)), 1e-6)
 
     def _load_sample(self, modality: Modality) -> np.ndarray:
-        ids = self.store.catalog.segment_ids(modality)
+        """A fixed random sample (seed 0) of the index's vectors. The ids come from the loaded index, which
+        holds exactly the catalog's (sorted alike), so no scan of the catalog (0.5 s at 1M segments)."""
+        index = self.store.index(modality)
+        ids = index.ids() if index is not None else np.empty(0, np.int64)
         dim = self.store.dim(modality)
         if not len(ids) or dim is None:
             return np.empty((0, 1), np.float32)

@@ -110,6 +110,8 @@ class Store:
         except Timeout as exc:
             raise StoreLockedError(self.path) from exc
         self._lock = lock
+        # indexes mapped read-only while this store was a reader are read in again when next asked for
+        self._indexes = {m: i for m, i in self._indexes.items() if not getattr(i, "read_only", False)}
 
     def release_writer(self) -> None:
         if self._lock is not None:
@@ -162,8 +164,8 @@ class Store:
         path = self.index_path(modality)
         index = None
         if path.is_file():
-            try:
-                index = open_index(path, source=self.vector_source(modality))
+            try:  # a reader maps the file (no copy of a 2 GB index into memory); a writer reads it in
+                index = open_index(path, source=self.vector_source(modality), read_only=self._lock is None)
             except Exception as exc:
                 log.warning("%s unreadable (%s): rebuilding from stored vectors", path, exc)
         if index is None or index.dim != dim:
@@ -173,6 +175,8 @@ class Store:
             else:
                 index = self.new_index(modality, dim)
         if not self.in_step(modality, index):
+            if getattr(index, "read_only", False):  # catching up changes it: read the file in after all
+                index = open_index(path, source=self.vector_source(modality))
             self.reconcile(modality, index)
         self._indexes[modality] = index
         return index

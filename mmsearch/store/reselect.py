@@ -14,7 +14,7 @@ from typing import Any
 
 from ..index.builder import build_index
 from ..index.factory import index_class
-from ..index.faiss_base import faiss_gpu_count
+from ..index.gpu import faiss_gpu_count
 from ..index.selection import (GROWTH, IndexChoice, choose_index, default_memory_budget, manual_choice,
                                needs_reselect, parse_memory_size)
 from ..progress import Progress

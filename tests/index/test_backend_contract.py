@@ -209,3 +209,24 @@ def test_saved_and_opened_it_is_the_same_backend(implementation, data, tmp_path)
         assert type(opened) is type(backend)
     assert len(opened) == len(backend) and np.array_equal(opened.ids(), backend.ids())
     assert np.array_equal(opened.search(queries, K).ids, backend.search(queries, K).ids)
+
+
+@pytest.mark.parametrize("implementation", EVERY)
+def test_opened_read_only_it_answers_the_same_and_refuses_changes(implementation, data, tmp_path):
+    """A searching process maps the index file instead of reading it in (where the type allows)."""
+    base, ids, queries = data
+    backend = build(implementation, base, ids)
+    backend.remove(ids[:30])
+    path = tmp_path / "image.faiss"
+    backend.save(path)
+    mapped = open_index(path, source=source_for(base, ids), read_only=True)
+    assert np.array_equal(mapped.ids(), backend.ids())
+    assert np.array_equal(mapped.search(queries, K).ids, backend.search(queries, K).ids)
+    allowed = ids[40:400]
+    assert np.array_equal(mapped.search(queries, K, allowed_ids=allowed).ids,
+                          backend.search(queries, K, allowed_ids=allowed).ids)
+    if mapped.read_only:
+        with pytest.raises(RuntimeError, match="read-only"):
+            mapped.add(ids[:1], base[:1])
+        with pytest.raises(RuntimeError, match="read-only"):
+            mapped.remove(ids[50:51])
