@@ -55,6 +55,17 @@ class Catalog:
         except Exception:
             return False
 
+    def add_speedups(self) -> None:
+        """Give an older catalog the read-only indexes this version makes with new ones (``schema.SPEEDUPS``);
+        the store's writer calls it. A no-op when they are there."""
+        with self._database.connection() as conn:
+            have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        missing = [ddl for ddl in schema.SPEEDUPS if ddl.split(" IF NOT EXISTS ")[1].split()[0] not in have]
+        if missing:
+            with self._database.write() as conn:
+                for ddl in missing:
+                    conn.execute(ddl)
+
     def close(self) -> None:
         with self._watch_lock:
             if self._watch is not None:

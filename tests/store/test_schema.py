@@ -262,3 +262,18 @@ def test_a_new_catalog_uses_large_pages(catalog):
     assert raw(catalog.path, "PRAGMA page_size") == [(schema.PAGE_SIZE,)]
     assert raw(catalog.path, "PRAGMA journal_mode") == [("wal",)]
     assert catalog.schema_version_found == schema.SCHEMA_VERSION
+
+
+def test_an_older_store_gets_the_read_speedups_from_its_next_writer_and_counts_from_the_index(tmp_path):
+    make_old_store(tmp_path / "old")
+    indexes = lambda: {row[0] for row in raw(tmp_path / "old" / CATALOG_NAME,  # noqa: E731
+                                             "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    with Store.open(tmp_path / "old") as store:
+        assert "ix_items_state_modality" not in indexes()  # a reader changes nothing
+        files, _ = store.catalog.counts()
+        store.acquire_writer()
+        assert "ix_items_state_modality" in indexes()
+        assert store.catalog.counts()[0] == files
+    plan = raw(tmp_path / "old" / CATALOG_NAME, "EXPLAIN QUERY PLAN SELECT modality, count(*) FROM items "
+               "WHERE state = ? GROUP BY modality", ("indexed",))
+    assert "COVERING INDEX ix_items_state_modality" in " ".join(str(row) for row in plan)
