@@ -245,7 +245,12 @@ class Engine:
                     raise
                 notes.append(f"audio files not searched: {exc}")
         bridge = self.bridge() if clip is not None and clap is not None else None
-        vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
+        try:
+            vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
+        except ExportUnusable as exc:  # the export loaded but failed to run: the torch model answers instead
+            self._exported = exc
+            notes.append(f"text queries use the torch model: the exported text tower {exc.reason}")
+            vectors = embed_query(query, clip=self.clip, clap=clap, bridge=bridge)
         result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
         return SearchResult(result.hits, tuple(notes) + result.notes)
 

@@ -159,6 +159,10 @@ class ExportedTextEncoder:
         if not texts:
             return TextEncoding(np.zeros((0, self.identity.dim), np.float32), ())
         ids, truncated = self.token_ids(texts)
-        embedded = np.ascontiguousarray(self._embedding[ids], dtype=np.float32)
-        vectors = self._session.run(None, {"ids": ids, "embedded": embedded})[0]
+        try:
+            embedded = np.ascontiguousarray(self._embedding[ids], dtype=np.float32)
+            vectors = self._session.run(None, {"ids": ids, "embedded": embedded})[0]
+        except Exception as exc:  # a graph that loads but does not run, a truncated embedding file...
+            raise ExportUnusable(self.folder, f"failed to run ({type(exc).__name__}: "
+                                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
         return TextEncoding(l2_normalise(vectors), truncated)

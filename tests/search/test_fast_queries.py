@@ -130,3 +130,23 @@ def test_a_store_with_an_unusable_export_still_answers_through_torch_says_so_onc
     with Engine.open(Settings.resolve(store=store, model=TINY), clip=tiny_clip) as engine:
         engine.index([store.parent / "media"])  # the next index run exports it again
         assert engine.status().extra["query_encoder"].startswith("onnx")
+
+
+def test_an_export_that_fails_to_run_falls_back_to_torch_for_the_query_and_after(store, tiny_clip, monkeypatch):
+    class Broken:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("kernel exploded")
+
+    real_init = ExportedTextEncoder.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._session = Broken()
+
+    monkeypatch.setattr(ExportedTextEncoder, "__init__", init)
+    with Engine.open(Settings.resolve(store=store), clip=tiny_clip) as engine:
+        first = engine.search("harbour lantern", k=3)
+        assert [n for n in first.notes if "failed to run (RuntimeError: kernel exploded)" in n]
+        assert not engine.search("meadow copper", k=3).notes
+    with Engine.open(Settings.resolve(store=store, query_encoder="torch"), clip=tiny_clip) as engine:
+        assert paths_of(engine.search("harbour lantern", k=3)) == paths_of(first)
