@@ -48,9 +48,9 @@ def open_store(path: Path | str | None = None, *, create: bool = False, model: s
     store's own models, else to mmsearch's defaults; a store refuses models other than those that made
     its vectors. ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16, fp16), ``batch_size``,
     ``workers`` and ``file_timeout`` tune indexing; ``query_encoder`` (auto, onnx, torch) says what embeds
-    text queries (auto: the store's exported text tower when usable, else torch). Each setting not given is read from its ``MMSEARCH_*``
-    environment variable (``MMSEARCH_MODEL``...) before falling back to its default. Use the engine as a
-    context manager, or call ``close()``."""
+    text queries (auto: the store's exported text tower when usable, else torch). Each setting not given
+    is read from its ``MMSEARCH_*`` environment variable (``MMSEARCH_MODEL``...) before falling back to
+    its default. Use the engine as a context manager, or call ``close()``."""
     settings = Settings.resolve(store=path, model=model, audio_model=audio_model, device=device,
                                 precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout,
                                 query_encoder=query_encoder)
@@ -179,9 +179,8 @@ class Engine:
     def _ensure_export(self) -> str | None:
         """Export the image model's text tower for torch-free text queries, when the store has image or text
         vectors and no usable export for its model; returns a note when that cannot be done."""
-        identity = self.store.model_identity("clip")
-        _, segments = self.store.catalog.counts()
-        if identity is None or not (segments.get("image") or segments.get("text")):
+        identity = self._exportable(self.store.catalog.counts()[1])
+        if identity is None:
             return None
         try:
             check_export(self.store.path, identity)
@@ -248,8 +247,7 @@ class Engine:
         try:
             vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
         except ExportUnusable as exc:  # the export loaded but failed to run: the torch model answers instead
-            self._exported = exc
-            notes.append(f"text queries use the torch model: the exported text tower {exc.reason}")
+            self._give_up_export(exc, notes)
             vectors = embed_query(query, clip=self.clip, clap=clap, bridge=bridge)
         result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
         return SearchResult(result.hits, tuple(notes) + result.notes)
@@ -266,15 +264,23 @@ class Engine:
             except ExportUnusable as exc:
                 if self.settings.query_encoder == "onnx":
                     raise UsageError(f"{{opt:query_encoder}} onnx: {exc}") from None
-                self._exported = exc
-                notes.append(f"text queries use the torch model: the exported text tower {exc.reason} "
-                             f"(an index run exports it)")
+                self._give_up_export(exc, notes, " (an index run exports it)")
         return self.clip if isinstance(self._exported, ExportUnusable) else self._exported
+
+    def _give_up_export(self, why: ExportUnusable, notes: list[str], hint: str = "") -> None:
+        """Use the torch model from now on, and say why (once: later queries find ``_exported`` set)."""
+        self._exported = why
+        notes.append(f"text queries use the torch model: the exported text tower {why.reason}{hint}")
+
+    def _exportable(self, segments: dict[str, int]):
+        """The store's image model when its text tower serves queries (there are image or text vectors)."""
+        identity = self.store.model_identity("clip")
+        return identity if identity is not None and (segments.get("image") or segments.get("text")) else None
 
     def _describe_query_encoder(self, segments: dict[str, int]) -> str:
         """What will embed text queries (for ``status``): the exported text tower, or torch and why."""
-        identity = self.store.model_identity("clip")
-        if identity is None or not (segments.get("image") or segments.get("text")):
+        identity = self._exportable(segments)
+        if identity is None:
             return "-"
         try:
             record = check_export(self.store.path, identity)

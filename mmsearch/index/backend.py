@@ -49,6 +49,8 @@ class VectorBackend(Protocol):
     """Build and search parameters (``nlist``, ``nprobe``...): what ``save`` records."""
     source: VectorSource | None
     """Where the stored vectors can be read back (for re-ranking and small filters), if anywhere."""
+    read_only: bool
+    """True when opened for searching alone (``factory.open_index(read_only=True)``): changes are refused."""
 
     def __len__(self) -> int:
         """How many vectors it holds (the count)."""

@@ -70,12 +70,13 @@ def open_index(path: Path, *, source: VectorSource | None = None, read_only: boo
     faiss = _faiss()
     configure_faiss()
     path = Path(path)
-    mapped = read_only and _mappable(path)
+    meta = _read_sidecar(path)
+    # the CPU types map their file (checked by the backend contract tests): a 2 GB IVF file opens in 0.02 s, not 1.3
+    mapped = read_only and bool(meta) and meta.get("kind") in CPU_KINDS
     structure = faiss.read_index(str(path), faiss.IO_FLAG_MMAP) if mapped else faiss.read_index(str(path))
     kind = infer_kind(structure)
     params = native_params(structure, kind)
     tombstones = np.empty(0, np.int64)
-    meta = _read_sidecar(path)
     if meta and FILE_FAMILY.get(meta.get("kind")) == kind and meta.get("ntotal") == structure.ntotal \
             and meta.get("bytes") == path.stat().st_size:
         kind = meta["kind"]
@@ -119,13 +120,3 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
         log.warning("%s unreadable (%s): ignored", side, exc)
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT else None
-
-
-MAPPED_FAMILIES = ("flat", "ivf-flat", "ivf-pq", "hnsw")
-
-
-def _mappable(path: Path) -> bool:
-    """Whether the file's FAISS structure may be memory-mapped (the CPU types, all checked by the backend
-    contract tests) rather than read into memory: opening a 2 GB IVF file takes 0.02 s instead of 1.3 s."""
-    meta = _read_sidecar(path)
-    return bool(meta) and meta.get("kind") in MAPPED_FAMILIES

@@ -112,7 +112,7 @@ class Store:
         self._lock = lock
         self.catalog.add_speedups()
         # indexes mapped read-only while this store was a reader are read in again when next asked for
-        self._indexes = {m: i for m, i in self._indexes.items() if not getattr(i, "read_only", False)}
+        self._indexes = {m: i for m, i in self._indexes.items() if not i.read_only}
 
     def release_writer(self) -> None:
         if self._lock is not None:
@@ -176,7 +176,7 @@ class Store:
             else:
                 index = self.new_index(modality, dim)
         if not self.in_step(modality, index):
-            if getattr(index, "read_only", False):  # catching up changes it: read the file in after all
+            if index.read_only:  # catching up changes it: read the file in after all
                 index = open_index(path, source=self.vector_source(modality))
             self.reconcile(modality, index)
         self._indexes[modality] = index
