@@ -4,6 +4,10 @@ in batches of 64), plus the cost of --path filters.
 
     .venv/bin/python benchmarks/bench_search_overhead.py --n 200000 --types flat,ivf-flat,hnsw
     .venv/bin/python benchmarks/bench_search_overhead.py --n 1000000 --types ivf-flat --threads 16
+    .venv/bin/python benchmarks/bench_search_overhead.py --n 1000000 --types hnsw --threads 1 --store /tmp/s1m
+
+``--store`` keeps the store for later runs (an HNSW graph over 1M vectors takes 20 minutes to build on one
+thread): it is filled when it holds no vectors, and an index already of the type asked for is kept.
 
 The store is filled with synthetic clustered vectors through the importer (one image item per vector).
 Rows: raw FAISS ``index.search`` on the FAISS structure; ``VectorIndex.search`` (mmsearch's wrapper,
@@ -53,6 +57,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64, help="batch size of the batched rows (raw FAISS and "
                                                                   "VectorIndex)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--store", type=Path, default=None, help="keep the store here and reuse it on later runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     import faiss
@@ -64,10 +69,15 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mmsearch-overhead-", dir=args.workdir))
     rows = []
     try:
-        with Store.open(workdir / "store", create=True) as store:
-            fill_store(store, space, args.n, queries[:0])
+        with Store.open(args.store or workdir / "store", create=True) as store:
+            store.acquire_writer()  # indexes read in, as a fresh store's are, not memory-mapped
+            if store.dim(Modality.IMAGE) is None or not store.vector_count(Modality.IMAGE):
+                fill_store(store, space, args.n, queries[:0])
+            elif store.vector_count(Modality.IMAGE) != args.n:
+                raise SystemExit(f"{args.store} holds {store.vector_count(Modality.IMAGE):,} vectors, not {args.n:,}")
             for kind in [t.strip() for t in args.types.split(",") if t.strip()]:
-                reindex(store, Modality.IMAGE, kind)
+                if store.index(Modality.IMAGE).kind != kind:
+                    reindex(store, Modality.IMAGE, kind)
                 index = store.index(Modality.IMAGE)
                 structure = index.faiss_index
                 searcher = Searcher(store)

@@ -84,18 +84,3 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     if not shares:
         raise UsageError("recall@k: no query has any true neighbour")
     return float(np.mean(shares))
-
-
-def inner_products(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """(n, q) inner products of each matrix row with each query row, by FAISS's single-threaded SIMD
-    kernel: for small products (a calibration sample against one query) it beats a BLAS call, whose
-    thread hand-offs cost milliseconds on a busy machine."""
-    import faiss
-
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-    out = np.empty((len(queries), len(matrix)), np.float32)
-    for row, query in enumerate(queries):
-        faiss.fvec_inner_products_ny(faiss.swig_ptr(out[row]), faiss.swig_ptr(query), faiss.swig_ptr(matrix),
-                                     matrix.shape[1], len(matrix))
-    return out.T

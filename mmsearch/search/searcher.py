@@ -10,18 +10,23 @@ across indexes (text-to-text cosines run far higher than text-to-image ones); z-
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from ..errors import UsageError
-from ..index.exact import inner_products
+from ..index.backend import Neighbours
 from ..records import Hit, Modality, SearchResult
 from ..store.folder import SPACE_OF, Store
+from ..store.rows import SegmentRow
 
 log = logging.getLogger(__name__)
 
 KINDS = ("all", "image", "text", "audio")
+TARGETS = {kind: tuple(m for m in Modality if kind in ("all", m.value)) for kind in KINDS}
+"""The modalities each kind searches."""
 CALIBRATION_SAMPLE = 1024
 
 
@@ -55,10 +60,66 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
+class Calibration:
+    """The mean and spread of a query's cosines to a fixed random sample S of an index's vectors, from the
+    sample's mean m and covariance C: mean = q.m and variance = q.Cq, the population statistics of the
+    sample's cosines without computing them (no 1,024 dot products and their mean and deviation per row).
+
+    q.Cq is read from the upper triangle U of C with its off-diagonal entries doubled (q.Cq = q.Uq), in
+    ``BLOCKS`` bands of rows that each start at their diagonal: 62 % of C's floats. After a FAISS search
+    the matrix comes from main memory, so the product costs what it reads (~50 us for all of a 512 x 512
+    C on a busy 2-core machine)."""
+
+    BLOCKS = 4
+
+    def __init__(self, centre: np.ndarray, covariance: np.ndarray):
+        import faiss
+
+        self._faiss = faiss
+        self.dim = len(centre)
+        upper = np.triu(covariance) * 2 - np.diag(np.diag(covariance))
+        starts = np.unique(np.linspace(0, self.dim, self.BLOCKS + 1).astype(int))
+        # band i: rows starts[i]:starts[i+1] of U from column starts[i]; the first band leads with m
+        self._bands = []
+        for first, end in zip(starts[:-1], starts[1:]):
+            rows = upper[first:end, first:] if first else np.vstack([centre, upper[:end]])
+            band = np.ascontiguousarray(rows, np.float32)
+            self._bands.append((band, faiss.swig_ptr(band), int(first), int(first) + 1 if first else 0))
+
+    @classmethod
+    def of(cls, sample: np.ndarray) -> Calibration | None:
+        """From the sample's vectors; None with fewer than two."""
+        if len(sample) < 2:
+            return None
+        sample = sample.astype(np.float64)
+        centre = sample.mean(axis=0)
+        return cls(centre, (sample - centre).T @ (sample - centre) / len(sample))
+
+    def spread(self, queries: np.ndarray) -> tuple[list[float], list[float]]:
+        """(means, spreads) of the query rows' cosines to the sample. By FAISS's single-threaded kernel,
+        not a matrix product: one this small costs milliseconds of thread hand-offs in a threaded BLAS on
+        a busy machine (benchmarks/bench_search_overhead.py)."""
+        swig_ptr, products_of = self._faiss.swig_ptr, self._faiss.fvec_inner_products_ny
+        means, stds = [], []
+        for query in np.ascontiguousarray(queries, np.float32):
+            products = np.empty(self.dim + 1, np.float32)  # q.m, then U q
+            for band, pointer, first, at in self._bands:
+                products_of(swig_ptr(products[at:]), swig_ptr(query[first:]), pointer, self.dim - first, len(band))
+            means.append(float(products[0]))
+            stds.append(max(math.sqrt(max(float(products[1:] @ query), 0.0)), 1e-6))
+        return means, stds
+
+
 class Searcher:
+    """Answers queries against the store's loaded indexes. Per query, beyond the FAISS search, the hot
+    path is kept to one catalog statement (``Catalog.segment_lookup``: are the cached rows still current?),
+    a walk over the few dozen ids returned that stops at the ``k``-th file, the calibration of only the
+    query rows the hits came from, and ``k`` records. After a FAISS search every step runs from cold
+    caches (each costs 2-4x what it does in a loop of its own), so doing fewer of them is what counts."""
+
     def __init__(self, store: Store):
         self.store = store
-        self._stats: dict[Modality, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._stats: dict[Modality, Calibration | None] = {}
         self._counts: tuple[tuple, dict[str, int]] | None = None
         self._globs: dict[tuple[Modality, str], tuple[int, np.ndarray]] = {}
 
@@ -70,9 +131,8 @@ class Searcher:
             raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
         glob = check_glob(path_glob) if path_glob is not None else None
         files = self.file_counts()
-        targets = [m for m in Modality if kind in ("all", m.value)]
         notes = list(query.notes)
-        reachable = [m for m in targets if SPACE_OF[m] in query.by_space and files.get(m.value)]
+        reachable = [m for m in TARGETS[kind] if SPACE_OF[m] in query.by_space and files.get(m.value)]
         if kind != "all" and not files.get(kind):
             raise UsageError(f"this store holds no {kind} files")
         if not reachable:
@@ -84,47 +144,66 @@ class Searcher:
                 raise UsageError(f"{{opt:k}} {k} is more than the {available} files this store holds for {{opt:kind}} "
                                  f"{kind}")
             notes.append(f"only {available} file{'s' if available != 1 else ''} to search")
-        hits: list[Hit] = []
-        for modality in reachable:
-            hits.extend(self._search_one(modality, query.by_space[SPACE_OF[modality]], k, glob))
+        hits = [hit for modality in reachable
+                for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], k, glob)]
         hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
         return SearchResult(tuple(hits[:k]), tuple(notes))
 
     def _search_one(self, modality: Modality, queries: np.ndarray, k: int, glob: str | None) -> list[Hit]:
         """Search one index with one or more query rows (an audio query has one per window); a file's
-        score is its best segment's score against any row."""
+        score is its best segment's score against any row. The search deepens while too few files come
+        back (many segments of the same files)."""
         index = self.store.index(modality)
-        if index is None or not len(index):
+        size = len(index) if index is not None else 0
+        if not size:
             return []
-        allowed = self._allowed_ids(modality, glob, len(index)) if glob is not None else None
+        allowed = self._allowed_ids(modality, glob, size) if glob is not None else None
         if allowed is not None and not len(allowed):
             return []
-        queries = np.atleast_2d(queries).astype(np.float32)
-        pool = len(allowed) if allowed is not None else len(index)
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        pool = len(allowed) if allowed is not None else size
         depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
-            found = index.search(queries, depth, allowed_ids=allowed)
-            rows = [(scores.tolist(), ids.tolist()) for scores, ids in zip(found.scores, found.ids)]
-            pairs = [(s, i, row) for row, (scores, ids) in enumerate(rows) for s, i in zip(scores, ids) if i >= 0]
-            if len(rows) > 1:  # each row comes best first; several rows are merged
-                pairs.sort(reverse=True)
-            segments = self.store.catalog.segment_rows([i for _, i, _ in pairs])
-            best: dict[int, tuple[float, int, int]] = {}
-            for score, seg_id, row in pairs:
-                segment = segments.get(seg_id)
-                if segment is not None and segment.item_id not in best:
-                    best[segment.item_id] = (score, seg_id, row)
+            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k)
             if len(best) >= k or depth >= pool:
                 break
             depth = min(pool, depth * 4)
-        means, stds = self._calibration(modality, queries)
+        return self._hits(modality, queries, best)
+
+    def _best_per_file(self, found: Neighbours, k: int) -> dict[int, tuple[float, SegmentRow, int]]:
+        """Item id -> (score, segment, query row) of the best segment of each of the first ``k`` files, best
+        first. The few dozen ids are resolved from the catalog's in-memory rows: mapping every segment of a
+        1M index to its file up front would cost the first query of a process half a second."""
+        if len(found.ids) == 1:  # FAISS's order, ties included
+            ids = found.ids[0].tolist()
+            pairs = zip(found.scores[0].tolist(), ids, repeat(0))
+            rows = self.store.catalog.segment_lookup(ids)
+        else:  # each row comes best first; several rows are merged
+            pairs = sorted(((s, i, row) for row, (scores, ids) in enumerate(zip(found.scores.tolist(),
+                                                                                 found.ids.tolist()))
+                            for s, i in zip(scores, ids) if i >= 0), reverse=True)
+            rows = self.store.catalog.segment_lookup([i for _, i, _ in pairs])
+        best: dict[int, tuple[float, SegmentRow, int]] = {}
+        for score, seg_id, row in pairs:
+            segment = rows.get(seg_id)
+            if segment is not None and segment.item_id not in best:
+                best[segment.item_id] = (score, segment, row)
+                if len(best) == k:
+                    break
+        return best
+
+    def _hits(self, modality: Modality, queries: np.ndarray, best: dict[int, tuple[float, SegmentRow, int]]) -> list[Hit]:
+        """The records, calibrated against only the query rows the hits came from (in Python floats: numpy
+        scalar arithmetic costs a microsecond an operation)."""
+        used = sorted({row for _, _, row in best.values()})
+        means, stds = self._calibration(modality, queries if len(queries) == 1 else queries[used])
+        at = {row: n for n, row in enumerate(used)}
+        passages = modality == Modality.TEXT
         hits = []
-        for item_id, (score, seg_id, row) in list(best.items())[:k]:  # filled best first
-            segment = segments[seg_id]
-            hits.append(Hit(path=segment.path, modality=modality, score=round(score, 6),
-                            calibrated=round(float((score - means[row]) / stds[row]), 4), item_id=item_id, segment_id=seg_id,
-                            passage=segment.text if modality == Modality.TEXT else None,
-                            start=segment.start, end=segment.end))
+        for item_id, (score, segment, row) in best.items():
+            n = at[row]
+            hits.append(Hit(segment.path, modality, round(score, 6), round((score - means[n]) / stds[n], 4), item_id,
+                            segment.id, segment.text if passages else None, segment.start, segment.end))
         return hits
 
     def file_counts(self) -> dict[str, int]:
@@ -143,29 +222,15 @@ class Searcher:
             self._globs[(modality, glob)] = cached
         return cached[1]
 
-    def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per query row: mean and spread of its cosines to a fixed random sample S of the index's vectors,
-        from the sample's mean m and covariance C kept per index: mean = q.m and variance = q'Cq, the
-        population statistics of the sample's cosines without computing them (one dim x dim product
-        instead of 1,024 dot products and their mean and deviation, per query)."""
+    def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[list[float], list[float]]:
+        """Per query row: mean and spread of its cosines to a fixed random sample of the index's vectors
+        (``Calibration``), the sample read once per index."""
         if modality not in self._stats:
-            sample = self._load_sample(modality).astype(np.float64)
-            stats = None
-            if len(sample) >= 2:
-                centre = sample.mean(axis=0)
-                covariance = (sample - centre).T @ (sample - centre) / len(sample)
-                stats = (centre.astype(np.float32), np.ascontiguousarray(covariance, np.float32))
-            self._stats[modality] = stats
+            self._stats[modality] = Calibration.of(self._load_sample(modality))
         stats = self._stats[modality]
         if stats is None:
-            return np.zeros(len(queries)), np.ones(len(queries))
-        centre, covariance = stats
-        # FAISS's single-threaded kernel, not `queries @ covariance`: a product this small costs milliseconds
-        # of thread hand-offs in a threaded BLAS on a busy machine (benchmarks/bench_search_overhead.py)
-        spread = inner_products(covariance, queries).T  # (rows, dim): C q per query row, C being symmetric
-        means = queries @ centre
-        variances = np.einsum("ij,ij->i", spread, queries)
-        return means, np.maximum(np.sqrt(np.maximum(variances, 0.0)), 1e-6)
+            return [0.0] * len(queries), [1.0] * len(queries)
+        return stats.spread(queries)
 
     def _load_sample(self, modality: Modality) -> np.ndarray:
         """A fixed random sample (seed 0) of the index's vectors. The ids come from the loaded index, which

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -134,20 +134,28 @@ class Catalog:
             return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
     def segment_rows(self, ids: Sequence[int]) -> dict[int, SegmentRow]:
-        """Segments with their file paths, by id. On the search path: rows already read are kept until
-        anything commits to the catalog (``change_marker``), the rest read on a pooled connection (each
-        statement its own consistent read)."""
+        """Segments with their file paths, by id (``segment_lookup``, narrowed to ``ids``)."""
+        ids = [int(i) for i in ids]
+        rows = self.segment_lookup(ids)
+        return {i: rows[i] for i in ids if i in rows}
+
+    def segment_lookup(self, ids: Sequence[int]) -> Mapping[int, SegmentRow]:
+        """Rows by id holding at least those of ``ids`` the catalog has: the search path's cache itself
+        (read it, never change it). Rows already read are kept until anything commits to the catalog
+        (``change_marker``, the one statement a query whose rows are all cached runs), the rest read on a
+        pooled connection (each statement its own consistent read). A small cache of the rows hits came
+        from, not arrays over every segment: those would cost the first query of a process a scan of the
+        catalog (half a second at 1M segments)."""
         marker = self.change_marker()
         cache = self._segment_cache
         if marker != self._segment_marker or len(cache) > SEGMENT_CACHE_ROWS:
-            cache.clear()
+            cache = self._segment_cache = {}  # a new mapping: one another thread holds stays whole
             self._segment_marker = marker
-        ids = [int(i) for i in ids]
-        missing = [i for i in ids if i not in cache]
+        missing = [int(i) for i in ids if i not in cache and i >= 0]
         if missing:
             for row in self._raw_rows(_SEGMENT_ROWS, missing):
                 cache[row[0]] = SegmentRow(row[0], row[1], row[2], Modality(row[3]), row[4], row[5], row[6])
-        return {i: cache[i] for i in ids if i in cache}
+        return cache
 
     def _raw_rows(self, query: str, ids: list[int]) -> list[tuple]:
         """``query`` (with one ``IN ({})`` list) for every id, on a pooled connection."""

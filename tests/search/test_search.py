@@ -122,3 +122,105 @@ def test_exact_index_agrees_with_brute_force(engine, media):
         return
     np.testing.assert_array_equal(found.ids, expected.ids)
     np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
+
+
+DIM = 16
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """A store of synthetic vectors: 40 text files of 1 to 9 passages each (a file's passages lie close
+    together, so a query near a file fills the first results with it) under /docs/a and /docs/b, and 30
+    images; returns (store, query rows)."""
+    import numpy as np
+
+    from mmsearch.ingest.importer import bind_import_model
+    from mmsearch.records import Modality, Segment
+    from mmsearch.store.folder import Store
+    from mmsearch.store.rows import INDEXED
+
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((70, DIM))
+    store = Store.open(tmp_path / "store", create=True)
+    store.acquire_writer()
+    for modality in (Modality.TEXT, Modality.IMAGE):
+        bind_import_model(store, modality, "synthetic:random", DIM, "test")
+    with store.catalog.transaction() as write:
+        entries = []
+        for n, centre in enumerate(centres):
+            modality = Modality.TEXT if n < 40 else Modality.IMAGE
+            path = f"/docs/{'ab'[n % 2]}/file{n}.{'txt' if modality == Modality.TEXT else 'jpg'}"
+            item = write.put_item(path=path, modality=modality, size=1, mtime_ns=1, content_hash=None, state=INDEXED)
+            parts = 1 + n % 9 if modality == Modality.TEXT else 1
+            vectors = centre + 0.05 * rng.standard_normal((parts, DIM))
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            segments = [Segment(i, f"passage {i} of {n}", float(i), float(i + 1)) if modality == Modality.TEXT
+                        else Segment(0) for i in range(parts)]
+            entries.append((item, modality, segments, vectors.astype(np.float32)))
+        write.add_segments_many(entries)
+    queries = centres[[3, 5, 17]] + 0.3 * rng.standard_normal((3, DIM))
+    yield store, (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    store.close()
+
+
+def reference_search(store, rows, modalities, k, glob):
+    """What the searcher must answer, the plain way: every stored vector scored against every query row,
+    the best segment per file, z-scores against the calibration sample computed from the cosines."""
+    import numpy as np
+
+    from mmsearch.search.searcher import Searcher, check_glob
+
+    found = []
+    for modality in modalities:
+        ids, vectors = map(np.concatenate, zip(*store.catalog.iter_vectors(modality, DIM)))
+        if glob is not None:
+            keep = np.isin(ids, store.catalog.segment_ids(modality, check_glob(glob)))
+            ids, vectors = ids[keep], vectors[keep]
+        scores = vectors @ rows.T
+        sample = Searcher(store)._load_sample(modality) @ rows.T
+        segments = store.catalog.segment_rows(ids)
+        best = {}
+        for seg_id, row_scores in zip(ids.tolist(), scores):
+            row = int(np.argmax(row_scores))
+            segment = segments[seg_id]
+            if segment.item_id not in best or row_scores[row] > best[segment.item_id][0]:
+                best[segment.item_id] = (float(row_scores[row]), row, segment)
+        for score, row, segment in best.values():
+            z = (score - sample[:, row].mean()) / sample[:, row].std()
+            found.append((segment.path, segment.id, score, z, segment.text, segment.start))
+    return sorted(found, key=lambda hit: -(hit[3] if len(modalities) > 1 else hit[2]))[:k]
+
+
+@pytest.mark.parametrize("kind, rows, k, glob", [
+    ("text", [0], 5, None), ("text", [2], 3, None), ("text", [1], 12, "/docs/a/*"), ("text", [0, 1, 2], 8, None),
+    ("text", [2], 40, "b/*.txt"), ("image", [0], 7, None), ("all", [0], 15, None), ("all", [0, 2], 9, "*/a/*"),
+])
+def test_hits_match_a_plain_reference_search(seeded, kind, rows, k, glob):
+    """One hit per file (its best segment against any query row), the depth grown when a file's passages
+    fill the first results, globs, the merge by calibrated score, and calibrated scores equal to the
+    z-score of the hit's cosine among the query's cosines to the calibration sample."""
+    from mmsearch.records import Modality
+    from mmsearch.search.searcher import QueryVectors, Searcher
+
+    store, queries = seeded
+    modalities = [Modality.TEXT, Modality.IMAGE] if kind == "all" else [Modality(kind)]
+    expected = reference_search(store, queries[rows], modalities, k, glob)
+    hits = Searcher(store).search(QueryVectors({"clip": queries[rows]}), kind=kind, k=k, path_glob=glob).hits
+    assert [(h.path, h.segment_id) for h in hits] == [(path, seg) for path, seg, *_ in expected]
+    assert [h.score for h in hits] == pytest.approx([hit[2] for hit in expected], abs=2e-6)
+    assert [h.calibrated for h in hits] == pytest.approx([hit[3] for hit in expected], abs=2e-4)
+    assert [(h.passage, h.start) for h in hits] == [(text, start) for *_, text, start in expected]
+    assert len({h.path for h in hits}) == len(hits)
+
+
+def test_a_commit_is_seen_by_the_next_query(seeded):
+    """Rows of hits are kept in memory between queries, but never past a change to the catalog."""
+    from mmsearch.search.searcher import QueryVectors, Searcher
+
+    store, queries = seeded
+    searcher = Searcher(store)
+    first = searcher.search(QueryVectors({"clip": queries[:1]}), kind="text", k=3).hits[0]
+    with store.catalog.transaction() as write:
+        write.move_item(first.item_id, "/moved/there.txt", 1, 1)
+    again = searcher.search(QueryVectors({"clip": queries[:1]}), kind="text", k=3).hits[0]
+    assert (again.path, again.segment_id, again.score) == ("/moved/there.txt", first.segment_id, first.score)
