@@ -10,7 +10,7 @@ import typer
 
 from mmsearch.config import Settings
 
-from .bench import bench_app
+from .bench import PRECISION_HELP, bench_app
 from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
 from .index_admin import register as register_index_admin
 from .maintenance import index_reembed, register as register_maintenance
@@ -47,7 +47,7 @@ def index(
     audio_model: Optional[str] = AudioModelOption,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     file_timeout: Optional[float] = typer.Option(None, "--file-timeout", help="Seconds one file may take to read and "
                                                  "decode before it is recorded as failed (default 60)."),

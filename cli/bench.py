@@ -13,6 +13,11 @@ from mmsearch.records import Modality
 from .errors import guarded
 from .output import BarProgress, emit_json, print_notes
 
+PRECISION_HELP = ("How the image tower runs: auto (on a CPU whichever of fp32, bf16 and onnx measured fastest on "
+                  "this machine within cosine 0.999 of fp32, timed once per machine and model; fp16 on a GPU), "
+                  "fp32, bf16, fp16, onnx (onnxruntime, float32) or int8 (onnxruntime with int8 matrix "
+                  "multiplications: faster, lossy, its cosine to fp32 reported).")
+
 bench_app = typer.Typer(
     no_args_is_help=True,
     help="Numbers to choose models and index settings by: retrieval recall on captioned media (exact, "
@@ -81,7 +86,7 @@ def recall(
     depth: int = typer.Option(10, "--depth", help="Results read per query for the store rows (>= 10)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per (method, direction)."),
 ) -> None:
@@ -150,7 +155,7 @@ def index(
     model: Optional[str] = typer.Option(None, "--model", help=f"open_clip model ARCH:WEIGHTS (default {DEFAULT_MODEL})."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     encode_limit: int = typer.Option(1024, "--encode-limit", help="Most images held decoded for the model-only timing."),
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -163,7 +168,7 @@ def index(
     settings = _settings(model=model, batch_size=batch_size, workers=workers, precision=precision, device=device)
     encoder = load_clip(settings.model or DEFAULT_MODEL, device=settings.device, precision=settings.precision)
     report = measure_index_throughput(paths, encoder, batch_size=settings.batch_size or default_batch_size(settings.device),
-                                      workers=settings.workers,
+                                      workers=settings.workers, precision=settings.precision,
                                       encode_limit=encode_limit, progress=BarProgress(enabled=True))
     if json:
         emit_json(throughput_json(report))

@@ -68,6 +68,8 @@ def throughput_json(report: ThroughputReport) -> dict[str, Any]:
 def print_throughput(report: ThroughputReport) -> None:
     print(f"model        {report.model} on {report.device} ({report.precision}), batch {report.batch_size}, "
           f"{report.workers} decoding threads")
+    if report.runtime_choice and report.runtime_choice != report.precision:
+        print(f"image tower  {report.runtime_choice}")
     print(f"end to end   {report.files} files ({report.images} images, {report.texts} texts, {report.failed} failed) "
           f"in {report.index_seconds:.2f} s: {report.files_per_second:.1f} files/s, "
           f"{report.images_per_second:.1f} images/s")

@@ -50,6 +50,8 @@ def print_report(report: IndexReport) -> None:
     print(f"added {report.added}, updated {report.updated}, removed {report.removed}, "
           f"unchanged {report.unchanged}, renamed {report.renamed}, failed {len(report.failed)} "
           f"in {report.seconds:.1f} s ({report.segments_embedded} vectors embedded, {report.segments_reused} reused)")
+    if report.image_runtime:
+        print(f"image tower: {report.image_runtime}")
     if report.failed:
         print("failed:")
         for failure in report.failed:
@@ -85,8 +87,10 @@ def print_status(status: StoreStatus) -> None:
         elif bridge:
             print(f"bridge   {bridge}")
     print(f"dim      {status.dim}")
-    if status.extra.get("query_encoder", "-") != "-":
-        print(f"queries  {status.extra['query_encoder']}")
+    for key, label in (("query_encoder", "queries  text: "), ("image_query_encoder", "         image: "),
+                       ("audio_query_encoder", "         text, audio side: "), ("image_runtime", "indexing image tower: ")):
+        if status.extra.get(key, "-") != "-":
+            print(f"{label}{status.extra[key]}")
     for modality, count in status.counts.items():
         if count or status.segments.get(modality):
             kind = status.index.get(modality, "-")

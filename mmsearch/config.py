@@ -9,7 +9,7 @@ from .errors import UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
 QUERY_ENCODERS = ("auto", "onnx", "torch")
 
 

@@ -18,7 +18,10 @@ import numpy as np
 from .bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_bridge
 from .bridge.linear import SpaceMap
 from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
-from .encoders.exported import ExportedTextEncoder, ExportUnusable, check_export
+from .encoders.clap_exported import CLAP_TEXT
+from .encoders.exported import CLIP_TEXT, ExportUnusable, check_export
+from .encoders.image_exported import CLIP_IMAGE, check_image_export
+from .encoders.precision import describe_image_runtime
 from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
 from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
@@ -26,6 +29,7 @@ from .progress import Progress
 from .records import IndexReport, Modality, SearchResult, StoreStatus
 from .search.queries import Query, embed_query
 from .search.searcher import Searcher
+from .search.towers import QueryTowers, describe_export
 from .store.folder import Store
 
 log = logging.getLogger(__name__)
@@ -80,8 +84,7 @@ class Engine:
         self._clip = clip
         self._clap = clap
         self._searcher: Searcher | None = None
-        self._exported: ExportedTextEncoder | ExportUnusable | None = None
-        """The store's exported text tower once looked for (or why it cannot be used)."""
+        self._towers: QueryTowers | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, clip=None, clap=None) -> "Engine":
@@ -148,7 +151,7 @@ class Engine:
     def index(self, paths: Sequence[Path | str], *, progress: Progress | None = None,
               export: bool = True) -> IndexReport:
         """Index the files at or below ``paths`` (a re-run embeds only what changed); then fit the audio bridge
-        and, with ``export``, export the text tower for torch-free queries, where either is missing."""
+        and, with ``export``, export the towers that answer queries without torch, where either is missing."""
         from .ingest.discovery import normalise_root
         from .ingest.indexer import Indexer
         from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline
@@ -156,7 +159,8 @@ class Engine:
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
         self.clip_spec()
-        clip = LazyEncoder(lambda: self.clip)
+        image_runtime: list[str] = []
+        clip = LazyEncoder(lambda: self._indexing_clip(image_runtime))
         pipelines = [ImagePipeline(clip), TextPipeline(clip)]
         optional = []
         if self.clap_spec() is not None:
@@ -169,32 +173,56 @@ class Engine:
                           progress=progress, file_timeout=self.settings.file_timeout,
                           optional=optional)
         try:
-            report = indexer.run(paths)
+            report = replace(indexer.run(paths), image_runtime=image_runtime[0] if image_runtime else None)
             self._ensure_bridge()
             note = self._ensure_export() if export else None
             return replace(report, notes=report.notes + (note,)) if note else report
         finally:
             self.store.release_writer()
 
-    def _ensure_export(self) -> str | None:
-        """Export the image model's text tower for torch-free text queries, when the store has image or text
-        vectors and no usable export for its model; returns a note when that cannot be done."""
-        identity = self._exportable(self.store.catalog.counts()[1])
-        if identity is None:
-            return None
-        try:
-            check_export(self.store.path, identity)
-            return None
-        except ExportUnusable:
-            pass
-        from .encoders.export import export_clip_text
+    def _indexing_clip(self, chosen: list[str]):
+        """The image model for an index run, its image tower set to run as ``--precision`` says (timed
+        once per machine and model for ``auto``); what was chosen is appended to ``chosen``."""
+        from .encoders.precision import prepare_image_runtime
 
-        try:
-            export_clip_text(self.clip, self.store.path, default_sentences())
-        except ExportUnusable as exc:
-            log.warning("text tower not exported: %s", exc)
-            return f"text queries will load the torch model: the text tower could not be exported ({exc.reason})"
-        return None
+        encoder = self.clip
+        chosen.append(prepare_image_runtime(encoder, self.store.path, self.settings.precision,
+                                            self.settings.batch_size or default_batch_size(self.settings.device)))
+        return encoder
+
+    def _ensure_export(self) -> str | None:
+        """Export the towers that answer queries without torch where the store has no usable export for its
+        model: the image model's text and image towers when it has image or text vectors, the audio model's
+        text tower when it has audio vectors; returns a note on what could not be done."""
+        from .encoders.clap_export import export_clap_text
+        from .encoders.export import export_clip_text
+        from .encoders.image_export import export_clip_image
+
+        segments = self.store.catalog.counts()[1]
+        clip, clap, folder = self._exportable(segments), self._clap_exportable(segments), self.store.path
+        towers = (  # the model, whether its export is usable, how to make it, what loads torch without it
+            (clip, lambda: check_export(folder, clip), lambda: export_clip_text(self.clip, folder, default_sentences()),
+             "text queries will load the torch model: its text tower"),
+            (clip, lambda: check_image_export(folder, clip), lambda: export_clip_image(self.clip, folder),
+             "image queries will load the torch model: its image tower"),
+            (clap, lambda: check_export(folder, clap, CLAP_TEXT),
+             lambda: export_clap_text(self.clap, folder, default_sentences()),
+             "text queries will load the torch audio model: its text tower"))
+        notes = []
+        for identity, check, export, what in towers:
+            if identity is None:
+                continue
+            try:
+                check()
+                continue
+            except ExportUnusable:
+                pass
+            try:
+                export()
+            except (ExportUnusable, ModelLoadError) as exc:
+                log.warning("not exported: %s", exc)
+                notes.append(f"{what} could not be exported ({exc.reason})")
+        return "; ".join(notes) or None
 
     def _ensure_bridge(self) -> None:
         """Audio and images/text in one store need the bridge: fit it on the shipped sentences if missing."""
@@ -234,60 +262,44 @@ class Engine:
         wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image
         wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio
         notes: list[str] = []
-        clip = self._query_clip(query, notes) if wants_clip else None
+        if wants_clip:
+            self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
+        clip = self.towers.clip(query, notes) if wants_clip else None
         clap = None
         if wants_clap:
             try:
-                clap = self.clap
+                clap = self.towers.clap(query, notes) if self.clap_spec() is not None else self.clap
             except (ModelLoadError, UsageError) as exc:
                 if kind == "audio" or query.audio is not None:
                     raise
                 notes.append(f"audio files not searched: {exc}")
         bridge = self.bridge() if clip is not None and clap is not None else None
-        try:
-            vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
-        except ExportUnusable as exc:  # the export loaded but failed to run: the torch model answers instead
-            self._give_up_export(exc, notes)
-            vectors = embed_query(query, clip=self.clip, clap=clap, bridge=bridge)
+        vectors = None
+        while vectors is None:  # each export that loaded but fails to run is given up: at most both
+            try:
+                vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
+            except ExportUnusable as exc:  # the torch model answers for it instead
+                self.towers.give_up(exc, notes)
+                clip, clap = (clip, self.clap) if exc.folder.name == CLAP_TEXT else (self.clip, clap)
         result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
         return SearchResult(result.hits, tuple(notes) + result.notes)
 
-    def _query_clip(self, query: Query, notes: list[str]):
-        """What embeds the query in CLIP's space: the store's exported text tower for a query without an
-        image (no torch), else the torch model; a fallback is noted the first time."""
-        if query.image is not None or self.settings.query_encoder == "torch":
-            return self.clip
-        self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
-        if self._exported is None:
-            try:
-                self._exported = ExportedTextEncoder.open(self.store.path, self.store.model_identity("clip"))
-            except ExportUnusable as exc:
-                if self.settings.query_encoder == "onnx":
-                    raise UsageError(f"{{opt:query_encoder}} onnx: {exc}") from None
-                self._give_up_export(exc, notes, " (an index run exports it)")
-        return self.clip if isinstance(self._exported, ExportUnusable) else self._exported
-
-    def _give_up_export(self, why: ExportUnusable, notes: list[str], hint: str = "") -> None:
-        """Use the torch model from now on, and say why (once: later queries find ``_exported`` set)."""
-        self._exported = why
-        notes.append(f"text queries use the torch model: the exported text tower {why.reason}{hint}")
+    @property
+    def towers(self) -> QueryTowers:
+        """What embeds queries: the store's exported towers where usable, else the torch models."""
+        if self._towers is None:
+            self._towers = QueryTowers(self.store.path, self.store.model_identity, self.settings.query_encoder,
+                                       lambda: self.clip, lambda: self.clap)
+        return self._towers
 
     def _exportable(self, segments: dict[str, int]):
         """The store's image model when its text tower serves queries (there are image or text vectors)."""
         identity = self.store.model_identity("clip")
         return identity if identity is not None and (segments.get("image") or segments.get("text")) else None
 
-    def _describe_query_encoder(self, segments: dict[str, int]) -> str:
-        """What will embed text queries (for ``status``): the exported text tower, or torch and why."""
-        identity = self._exportable(segments)
-        if identity is None:
-            return "-"
-        try:
-            record = check_export(self.store.path, identity)
-        except ExportUnusable as exc:
-            return f"torch (the exported text tower {exc.reason})"
-        return (f"onnx (text tower exported, cosine to the model >= {record.min_cosine:.7f}, "
-                f"tokens checked on {record.checked:,} sentences)")
+    def _clap_exportable(self, segments: dict[str, int]):
+        """The store's audio model when its text tower serves queries (there are audio vectors)."""
+        return self.store.model_identity("clap") if segments.get("audio") else None
 
     def remove(self, paths: Sequence[Path | str]) -> int:
         """Forget the files at or below ``paths`` (which need not exist any more); returns how many."""
@@ -320,9 +332,13 @@ class Engine:
             index = self.store.index(modality) if segments.get(modality.value) else None
             if index is not None:
                 index_types[modality.value] = self.store.describe_index(modality, index)
-        extra: dict[str, object] = {"query_encoder": self._describe_query_encoder(segments)}
+        clip = self._exportable(segments)
+        extra: dict[str, object] = {"query_encoder": describe_export(self.store.path, clip, CLIP_TEXT),
+                                    "image_query_encoder": describe_export(self.store.path, clip, CLIP_IMAGE),
+                                    "image_runtime": describe_image_runtime(clip)}
         if "clap.spec" in info:
             extra["audio_model"] = info["clap.spec"]
+            extra["audio_query_encoder"] = describe_export(self.store.path, self._clap_exportable(segments), CLAP_TEXT)
             extra["audio_semantic"] = info.get("clap.semantic") == "1"
             extra["audio_dim"] = int(info.get("clap.dim", 0))
             try:

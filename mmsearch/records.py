@@ -54,6 +54,9 @@ class IndexReport:
     segments_reused: int = 0
     notes: tuple[str, ...] = ()
     """What the user should know about the run (e.g. audio files skipped for want of a model)."""
+    image_runtime: str | None = None
+    """What ran the image tower (``--precision``: torch fp32/bf16, onnx or int8, and for auto the timings
+    that chose it); None when the image model was not loaded."""
 
 
 @dataclass(frozen=True)

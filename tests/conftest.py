@@ -15,11 +15,15 @@ TINY = "test-tiny:random"
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path_factory):
-    """No test may reach the network: point the hub at a closed local port and use an empty cache."""
+    """No test may reach the network: point the hub at a closed local port and use an empty cache (and
+    mmsearch's own cache of precision verdicts is the session's, not the user's). Indexing runs the torch
+    image tower in float32 unless a test asks for another precision (auto's choice differs by machine)."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.delenv("MMSEARCH_STORE", raising=False)
+    monkeypatch.setenv("MMSEARCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mmsearch-cache"))
+    monkeypatch.setenv("MMSEARCH_PRECISION", "fp32")  # torch's image tower, the same on every machine
 
 
 @pytest.fixture
@@ -128,3 +132,18 @@ def catalog(catalog_path):
     opened = Catalog(catalog_path, create=True)
     yield opened
     opened.close()
+
+
+def break_sessions(monkeypatch, encoder_class) -> None:
+    """Every ``encoder_class`` (an exported tower) opened from now on loads but fails when it runs."""
+    class Broken:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("kernel exploded")
+
+    real_init = encoder_class.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._session = Broken()
+
+    monkeypatch.setattr(encoder_class, "__init__", init)

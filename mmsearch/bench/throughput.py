@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import Settings
+from ..encoders.precision import prepare_image_runtime
 from ..encoders.runtime import default_workers
 from ..engine import NO_AUDIO, Engine
 from ..errors import DecodeError, UsageError
@@ -45,6 +46,7 @@ class ThroughputReport:
     model: str
     device: str
     precision: str
+    """What ran the image tower: torch's fp32/bf16/fp16, or onnxruntime's 'onnx' (float32) or 'int8'."""
     batch_size: int
     workers: int
     # end to end
@@ -64,6 +66,8 @@ class ThroughputReport:
     encode_images_per_second: float
     ratio: float
     """End-to-end images/s divided by model-only images/s (0 when either is 0)."""
+    runtime_choice: str = ""
+    """How ``precision`` was chosen, in words (for auto: the timings on this machine)."""
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -79,23 +83,25 @@ def measure_index_throughput(
     encode_limit: int = DEFAULT_ENCODE_LIMIT,
     progress: Progress | None = None,
     store_dir: Path | str | None = None,
+    precision: str = "auto",
 ) -> ThroughputReport:
     """Index ``paths`` into a fresh store (in ``store_dir``, or a temporary folder removed afterwards)
-    and time it, then time the image encoder alone on the same images. ``encoder`` is loaded already."""
+    and time it, then time the image encoder alone on the same images. ``encoder`` is loaded already;
+    its image tower is set up for ``precision`` (exported, or timed for auto) before either timing."""
     if batch_size < 1 or encode_limit < 1:
         raise UsageError("batch size and encode limit must be at least 1")
     roots = [normalise_root(p) for p in paths]
     progress = progress or NoProgress()
     image_files = [m.path for m in discover(roots) if m.modality == Modality.IMAGE]
-    pipeline = ImagePipeline(encoder)
-    _warm_up(pipeline, image_files, batch_size)
-
     device = str(getattr(getattr(encoder, "runtime", None), "device", "auto"))
     used_workers = workers or default_workers(device)
     with tempfile.TemporaryDirectory(prefix="mmsearch-bench-", dir=store_dir) as tmp:
         settings = Settings.resolve(store=Path(tmp) / "store", model=encoder.identity.spec, audio_model=NO_AUDIO,
-                                    batch_size=batch_size, workers=used_workers)
+                                    batch_size=batch_size, workers=used_workers, precision=precision)
         with Engine.open(settings, create=True, clip=encoder) as engine:
+            prepare_image_runtime(encoder, engine.store.path, precision, batch_size)
+            pipeline = ImagePipeline(encoder)
+            _warm_up(pipeline, image_files, batch_size)
             started = time.perf_counter()
             report = engine.index(roots, progress=progress, export=False)  # the one-time export is not indexing
             index_seconds = time.perf_counter() - started
@@ -111,7 +117,9 @@ def measure_index_throughput(
     runtime = getattr(encoder, "runtime", None)
     return ThroughputReport(
         paths=tuple(str(r) for r in roots), model=encoder.identity.spec,
-        device=str(getattr(runtime, "device", "?")), precision=str(getattr(runtime, "precision", "?")),
+        device=str(getattr(runtime, "device", "?")),
+        precision=str(getattr(encoder, "image_runtime", getattr(runtime, "precision", "?"))),
+        runtime_choice=(getattr(encoder, "runtime_choice", None) or ("", ""))[1],
         batch_size=batch_size, workers=used_workers,
         files=images + texts, images=images, texts=texts, failed=len(report.failed),
         vectors=report.segments_embedded, index_seconds=round(index_seconds, 3),

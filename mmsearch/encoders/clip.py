@@ -62,6 +62,11 @@ class ClipEncoder:
         self._pixel_steps, self._normalise = _split_preprocess(preprocess)
         self._short_side_resize = _short_side_resize(self._pixel_steps, self.image_size)
         self._thread_state = threading.local()
+        self._image_tower = None
+        """An exported image tower (``image_exported.ExportedImageEncoder``) run instead of torch's, once
+        ``--precision`` chose it (``encoders.precision.prepare_image_runtime``)."""
+        self.runtime_choice: tuple[str, str] | None = None
+        """(the --precision asked for, what it chose in words), once chosen."""
         self.device_preprocess = runtime.device == "cuda" and self._pixel_steps is not None \
             and os.environ.get("MMSEARCH_GPU_PREPROCESS", "1") != "0"
         """JPEGs decoded by libjpeg-turbo through torchvision (no Python in the loop), resized and cropped
@@ -121,9 +126,22 @@ class ClipEncoder:
             return self._pixel_steps(pixels)
         return _resize_and_crop(pixels, *self._short_side_resize)
 
+    def run_image_tower(self, *, exported=None, precision: str | None = None) -> None:
+        """Run the image tower through ``exported`` (onnxruntime) or in torch at ``precision`` from now on."""
+        self._image_tower = exported
+        if precision is not None:
+            self.runtime = Runtime(self.runtime.device, precision)
+
+    @property
+    def image_runtime(self) -> str:
+        """What runs the image tower: 'onnx' or 'int8' (onnxruntime), else torch's precision."""
+        return self._image_tower.variant.replace("fp32", "onnx") if self._image_tower else self.runtime.precision
+
     def encode_images(self, pixels) -> np.ndarray:
         import torch
 
+        if self._image_tower is not None and pixels.dtype == torch.uint8:
+            return self._image_tower.encode_images(pixels.cpu())
         with torch.inference_mode():
             pixels = pixels.to(self.runtime.device, non_blocking=True)
             if pixels.dtype == torch.uint8:  # what ToTensor + Normalize do, in the same order

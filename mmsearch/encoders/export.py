@@ -13,7 +13,7 @@ import os
 import secrets
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def _export_graph(model, path: Path, context_length: int, width: int) -> None:
         model.token_embedding = original
 
 
-def _optimise(source: Path, target: Path) -> None:
+def optimise_graph(source: Path, target: Path) -> None:
     """Save the graph as onnxruntime optimises it (portable level), so a query session loads it as is."""
     import onnxruntime
 
@@ -141,38 +141,53 @@ def export_clip_text(encoder, store_folder: Path, sentences: Sequence[str]) -> E
         raise ExportUnusable(folder, why_not)
     model = copy.deepcopy(model).to("cpu", torch.float32).eval()
     tokenizer = encoder._tokenizer
+    table = model.token_embedding.weight.detach().numpy().astype(np.float32)
+    context_length = int(encoder.context_length)
+    names = save_files(folder, lambda path: _export_graph(model, path, context_length, table.shape[1]), table,
+                       build_tokenizer(tokenizer))
+    record = ExportRecord(FORMAT, CLIP_TEXT, encoder.identity.spec, encoder.identity.fingerprint, encoder.identity.dim,
+                          context_length, int(tokenizer.sot_token_id), int(tokenizer.eot_token_id), *names,
+                          min_cosine=0.0, checked=0)
+    record = commit(folder, record, lambda record: _check(folder, record, encoder, [*sentences, *HARD_STRINGS],
+                                                          [*sentences[:VECTOR_CHECKS], *HARD_STRINGS]))
+    log.info("exported the text tower of %s to %s (min cosine %.6f on %d sentences)", record.spec, folder,
+             record.min_cosine, record.checked)
+    return record
+
+
+def save_files(folder: Path, export_graph: Callable[[Path], None], table: np.ndarray, tokenizer) -> tuple[str, str, str]:
+    """Write a new export's files under fresh names (an earlier export stays whole until ``commit``): the
+    graph ``export_graph`` writes, optimised; the token embedding ``table``; the ``tokenizers`` tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     names = (f"model-{token}.onnx", f"embedding-{token}.npy", f"tokenizer-{token}.json")
-    table = model.token_embedding.weight.detach().numpy().astype(np.float32)
-    context_length = int(encoder.context_length)
     raw = folder / f".model-{token}.raw.onnx"
     try:
-        _export_graph(model, raw, context_length, table.shape[1])
+        export_graph(raw)
         with atomic_path(folder / names[0]) as tmp:
-            _optimise(raw, tmp)
+            optimise_graph(raw, tmp)
     finally:
         raw.unlink(missing_ok=True)
     with atomic_path(folder / names[1]) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, table)
     with atomic_path(folder / names[2]) as tmp:
-        build_tokenizer(tokenizer).save(str(tmp))
-    record = ExportRecord(FORMAT, CLIP_TEXT, encoder.identity.spec, encoder.identity.fingerprint, encoder.identity.dim,
-                          context_length, int(tokenizer.sot_token_id), int(tokenizer.eot_token_id), *names,
-                          min_cosine=0.0, checked=0)
+        tokenizer.save(str(tmp))
+    return names
+
+
+def commit(folder: Path, record: ExportRecord, check: Callable[[ExportRecord], ExportRecord]) -> ExportRecord:
+    """Commit the export ``record`` names once ``check`` passes (it returns the record with its figures):
+    ``export.json`` is written last, then earlier exports' files go. A failed check removes the new files."""
     try:
-        record = _check(folder, record, encoder, [*sentences, *HARD_STRINGS],
-                        [*sentences[:VECTOR_CHECKS], *HARD_STRINGS])
+        record = check(record)
     except ExportUnusable:
-        for name in names:
+        for name in record.files():
             (folder / name).unlink(missing_ok=True)
         raise
     with atomic_path(folder / "export.json") as tmp:
         tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
-    _remove_others(folder, names)
-    log.info("exported the text tower of %s to %s (min cosine %.6f on %d sentences)", record.spec, folder,
-             record.min_cosine, record.checked)
+    _remove_others(folder, record.files())
     return record
 
 
@@ -184,16 +199,23 @@ def _check(folder: Path, record: ExportRecord, encoder, tokens: Sequence[str], v
     if wrong:
         raise ExportUnusable(folder, f"its tokenizer disagrees with open_clip's on {len(wrong)} of {len(tokens)} "
                                      f"check sentences (first: {wrong[0][:60]!r})")
-    lowest = 1.0
     batches = [list(vectors[start:start + 64]) for start in range(0, len(vectors), 64)]
     batches += [[text] for text in HARD_STRINGS]  # one text at a time too: the graph's shapes with batch 1
+    lowest = check_vectors(folder, exported, lambda batch: _torch_vectors(encoder, batch), batches)
+    return ExportRecord(**{**asdict(record), "min_cosine": round(lowest, 7), "checked": len(tokens)})
+
+
+def check_vectors(folder: Path, exported, reference: Callable[[list[str]], np.ndarray],
+                  batches: Sequence[list[str]]) -> float:
+    """The lowest cosine between the exported tower's vectors and ``reference``'s (the torch model's) over
+    ``batches``; ``ExportUnusable`` below ``MIN_COSINE``."""
+    lowest = 1.0
     for batch in batches:
         ours = exported.encode_texts(batch).vectors
-        theirs = _torch_vectors(encoder, batch)
-        lowest = min(lowest, float(np.min(np.sum(ours * theirs, axis=1))))
+        lowest = min(lowest, float(np.min(np.sum(ours * reference(batch), axis=1))))
     if lowest < MIN_COSINE:
         raise ExportUnusable(folder, f"exported vectors differ from the model's (cosine {lowest:.6f} < {MIN_COSINE})")
-    return ExportRecord(**{**asdict(record), "min_cosine": round(lowest, 7), "checked": len(tokens)})
+    return lowest
 
 
 def _torch_vectors(encoder, texts: list[str]) -> np.ndarray:

@@ -97,6 +97,32 @@ def check_export(store_folder: Path, identity: ModelIdentity, tower: str = CLIP_
     return record
 
 
+def summary(exc: Exception) -> str:
+    """An error as ``Type: its first line``, short enough for a note."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def load_files(folder: Path, record: ExportRecord):
+    """An export's ``tokenizers`` tokenizer, token embedding table (memory-mapped) and onnxruntime session;
+    ``ExportUnusable`` when any of them cannot be loaded."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / record.tokenizer))
+        embedding = np.load(folder / record.embedding, mmap_mode="r")
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # done at export
+        options.add_session_config_entry("session.disable_prepacking", "1")  # a query is one small batch
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(folder / record.model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a missing or damaged file, whatever the library says about it
+        raise ExportUnusable(folder, f"cannot be loaded ({summary(exc)})") from None
+    if embedding.ndim != 2 or embedding.dtype != np.float32:
+        raise ExportUnusable(folder, f"has a token embedding of shape {embedding.shape}")
+    return tokenizer, embedding, session
+
+
 def clean_text(text: str) -> str:
     """open_clip's text cleaning ('lower'): fix mojibake (ftfy), unescape HTML twice, collapse whitespace,
     lower-case. Done here in Python, exactly as open_clip does, before the BPE. ftfy leaves printable ASCII
@@ -113,25 +139,9 @@ class ExportedTextEncoder:
     """``encode_texts`` (and ``identity``, ``context_length``) of a text tower exported to ONNX."""
 
     def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity):
-        import onnxruntime
-        from tokenizers import Tokenizer
-
         self.folder, self.record, self.identity = Path(folder), record, identity
         self.context_length = record.context_length
-        try:
-            self._tokenizer = Tokenizer.from_file(str(self.folder / record.tokenizer))
-            self._embedding = np.load(self.folder / record.embedding, mmap_mode="r")
-            options = onnxruntime.SessionOptions()
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # done at export
-            options.add_session_config_entry("session.disable_prepacking", "1")  # a query is one small batch
-            options.log_severity_level = 3
-            self._session = onnxruntime.InferenceSession(str(self.folder / record.model), options,
-                                                         providers=["CPUExecutionProvider"])
-        except Exception as exc:  # a missing or damaged file, whatever the library says about it
-            raise ExportUnusable(self.folder, f"cannot be loaded ({type(exc).__name__}: "
-                                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        if self._embedding.ndim != 2 or self._embedding.dtype != np.float32:
-            raise ExportUnusable(self.folder, f"has a token embedding of shape {self._embedding.shape}")
+        self._tokenizer, self._embedding, self._session = load_files(self.folder, record)
 
     @classmethod
     def open(cls, store_folder: Path, identity: ModelIdentity, tower: str = CLIP_TEXT) -> "ExportedTextEncoder":
@@ -163,6 +173,5 @@ class ExportedTextEncoder:
             embedded = np.ascontiguousarray(self._embedding[ids], dtype=np.float32)
             vectors = self._session.run(None, {"ids": ids, "embedded": embedded})[0]
         except Exception as exc:  # a graph that loads but does not run, a truncated embedding file...
-            raise ExportUnusable(self.folder, f"failed to run ({type(exc).__name__}: "
-                                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+            raise ExportUnusable(self.folder, f"failed to run ({summary(exc)})") from None
         return TextEncoding(l2_normalise(vectors), truncated)

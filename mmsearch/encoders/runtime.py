@@ -1,23 +1,13 @@
-"""Where and in what precision models run: GPU with fp16 autocast when torch sees one, else the CPU
-(bf16 autocast on CPUs with native bf16 arithmetic, float32 otherwise)."""
+"""Where and in what precision torch models run: a GPU with fp16 autocast when torch sees one, else the
+CPU in float32. On a CPU ``--precision auto`` then times the image tower's candidates once per machine
+and model (``encoders.precision``): CPU flags said bf16 where bf16 measured slower."""
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 from ..errors import UsageError
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 @dataclass(frozen=True)
@@ -43,10 +33,13 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise UsageError(f"{{opt:device}} must be auto, cpu or cuda, not {device!r}")
+    if precision in ("onnx", "int8") and device == "cuda":
+        raise UsageError(f"{{opt:precision}} {precision} runs the image tower with onnxruntime on the CPU: "
+                         f"use it with {{opt:device}} cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("{opt:device} cuda: torch sees no CUDA GPU on this machine")
-    if precision == "auto":
-        precision = "fp16" if device == "cuda" else ("bf16" if cpu_has_native_bf16() else "fp32")
+    if precision in ("auto", "onnx", "int8"):  # the last two: the text tower (and the image tower until chosen)
+        precision = "fp16" if device == "cuda" else "fp32"
     return Runtime(device, precision)
 
 

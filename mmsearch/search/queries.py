@@ -89,9 +89,7 @@ def image_vector(clip, path: Path) -> np.ndarray:
         image = load_image(path, target_size=clip.image_size)
     except DecodeError as exc:
         raise QueryError(f"{path}: {{opt:image}} is {exc.reason}") from exc
-    import torch
-
-    return clip.encode_images(torch.stack([clip.preprocess(image)]))[0]
+    return clip.encode_images(clip.preprocess(image)[None])[0]  # a torch tensor, or numpy from an export
 
 
 def audio_vectors(clap, path: Path) -> np.ndarray:

@@ -17,7 +17,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..atomic import leftover_temp_files
+from ..encoders.clap_exported import CLAP_TEXT, ExportedClapTextEncoder
 from ..encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportUnusable
+from ..encoders.image_exported import CLIP_IMAGE, ExportedImageEncoder
 from ..index.factory import open_index
 from ..index.faiss_base import sidecar_path
 from ..records import Modality
@@ -251,20 +253,27 @@ def _remove_index_file(store: Store, modality: Modality) -> None:
             target.unlink()
 
 
-# -- the exported text tower --------------------------------------------------------------------------------
+# -- the exported towers ---------------------------------------------------------------------------------
 def _check_export(store: Store, checked: dict[str, dict[str, int]]) -> list[Finding]:
-    """A store with image or text vectors answers text queries without torch through its exported text
-    tower; one that is missing, damaged or made for another model means torch is loaded (a warning: the
+    """A store answers text and image queries without torch through its exported towers: the image model's
+    text and image towers when it has image or text vectors, the audio model's text tower when it has audio
+    vectors. One that is missing, damaged or made for another model means torch is loaded (a warning: the
     next index run exports it again)."""
-    identity = store.model_identity("clip")
-    if identity is None or not any(checked.get(m, {}).get("segments") for m in ("image", "text")):
-        return []
-    try:
-        ExportedTextEncoder.open(store.path, identity)
-    except ExportUnusable as exc:
-        return [Finding("export-unusable", WARNING, f"{EXPORTS}/{CLIP_TEXT} {exc.reason}: text queries load the "
-                        "torch model until the next index run exports it")]
-    return []
+    findings = []
+    for role, tower, modalities, encoder, model in (
+            ("clip", CLIP_TEXT, ("image", "text"), ExportedTextEncoder, "model"),
+            ("clip", CLIP_IMAGE, ("image", "text"), ExportedImageEncoder, "model"),
+            ("clap", CLAP_TEXT, ("audio",), ExportedClapTextEncoder, "audio model")):
+        identity = store.model_identity(role)
+        if identity is None or not any(checked.get(m, {}).get("segments") for m in modalities):
+            continue
+        try:
+            encoder.open(store.path, identity)
+        except ExportUnusable as exc:
+            findings.append(Finding("export-unusable", WARNING, f"{EXPORTS}/{tower} {exc.reason}: {'image' if tower == CLIP_IMAGE else 'text'} queries load "
+                                    f"the torch {model} until the next index run exports it",
+                                    modality="audio" if role == "clap" else None))
+    return findings
 
 
 # -- leftovers -------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CORPUS, TINY, sentence, write_image, write_text
+from conftest import CORPUS, TINY, break_sessions, sentence, write_image, write_text
 
 from mmsearch.config import Settings
 from mmsearch.encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportRecord
@@ -133,17 +133,7 @@ def test_a_store_with_an_unusable_export_still_answers_through_torch_says_so_onc
 
 
 def test_an_export_that_fails_to_run_falls_back_to_torch_for_the_query_and_after(store, tiny_clip, monkeypatch):
-    class Broken:
-        def run(self, *args, **kwargs):
-            raise RuntimeError("kernel exploded")
-
-    real_init = ExportedTextEncoder.__init__
-
-    def init(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        self._session = Broken()
-
-    monkeypatch.setattr(ExportedTextEncoder, "__init__", init)
+    break_sessions(monkeypatch, ExportedTextEncoder)
     with Engine.open(Settings.resolve(store=store), clip=tiny_clip) as engine:
         first = engine.search("harbour lantern", k=3)
         assert [n for n in first.notes if "failed to run (RuntimeError: kernel exploded)" in n]
