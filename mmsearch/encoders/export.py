@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -185,6 +185,7 @@ def commit(folder: Path, record: ExportRecord, check: Callable[[ExportRecord], E
         for name in record.files():
             (folder / name).unlink(missing_ok=True)
         raise
+    record = replace(record, sizes={name: (folder / name).stat().st_size for name in record.files()})
     with atomic_path(folder / "export.json") as tmp:
         tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
     _remove_others(folder, record.files())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +61,9 @@ class ExportRecord:
     """The lowest cosine to the torch model on the export's check sentences."""
     checked: int
     """How many sentences the export was checked on (tokens and vectors)."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Bytes of each file when the export was committed: a file of another size is damaged (empty in
+    exports made before they were recorded)."""
 
     @classmethod
     def read(cls, folder: Path) -> "ExportRecord":
@@ -86,15 +89,27 @@ def export_folder(store_folder: Path, tower: str = CLIP_TEXT) -> Path:
 
 def check_export(store_folder: Path, identity: ModelIdentity, tower: str = CLIP_TEXT) -> ExportRecord:
     """The record of ``tower``'s export in a store when it was made for the model ``identity`` names and
-    its files are there (without loading them); else ``ExportUnusable`` says why."""
+    its files are there with their committed sizes (without loading them); else ``ExportUnusable`` says why."""
     folder = export_folder(store_folder, tower)
     record = ExportRecord.read(folder)
     if record.fingerprint != identity.fingerprint:
         raise ExportUnusable(folder, f"was made for {record.spec!r}, not the store's model {identity.spec!r}")
-    missing = [name for name in record.files() if not (folder / name).is_file()]
-    if missing:
-        raise ExportUnusable(folder, f"is missing {', '.join(missing)}")
+    problem = damaged_files(folder, record.files(), record.sizes)
+    if problem:
+        raise ExportUnusable(folder, problem)
     return record
+
+
+def damaged_files(folder: Path, names: Sequence[str], sizes: dict[str, int]) -> str:
+    """What is wrong with an export's files ('' when nothing): missing, or not the size they were
+    committed with (truncated or overwritten; the next index run makes them again)."""
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        return f"is missing {', '.join(missing)}"
+    changed = [name for name in names if name in sizes and (folder / name).stat().st_size != sizes[name]]
+    if changed:
+        return f"has a damaged {', '.join(changed)} (not the size it was committed with)"
+    return ""
 
 
 def summary(exc: Exception) -> str:

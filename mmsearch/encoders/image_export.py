@@ -136,8 +136,7 @@ def export_clip_image(encoder, store_folder: Path) -> ImageExportRecord:
     record = ImageExportRecord(IMAGE_FORMAT, identity.spec, identity.fingerprint, identity.dim, encoder.image_size,
                                side, mode, name, min_cosine=0.0)
     lowest = _checked(encoder, folder, record, "fp32", MIN_COSINE, "exported image vectors differ from the model's")
-    record = replace(record, min_cosine=round(lowest, 7))
-    _commit(folder, record)
+    record = _commit(folder, replace(record, min_cosine=round(lowest, 7)))
     log.info("exported the image tower of %s to %s (min cosine %.7f)", record.spec, folder, record.min_cosine)
     return record
 
@@ -176,8 +175,7 @@ def add_int8(encoder, store_folder: Path, record: ImageExportRecord) -> ImageExp
         raw.unlink(missing_ok=True)
     made = replace(record, int8=name)
     lowest = _checked(encoder, folder, made, "int8", INT8_MIN_COSINE, "its int8 graph is too far from float32")
-    made = replace(made, int8_min_cosine=round(lowest, 5))
-    _commit(folder, made)
+    made = _commit(folder, replace(made, int8_min_cosine=round(lowest, 5)))
     log.info("quantised the image tower of %s to int8 (min cosine to float32 %.5f)", made.spec, lowest)
     return made
 
@@ -197,10 +195,13 @@ def _checked(encoder, folder: Path, record: ImageExportRecord, variant: str, flo
     return lowest
 
 
-def _commit(folder: Path, record: ImageExportRecord) -> None:
-    """Write ``export.json`` (the commit point), then remove files no record names any more."""
+def _commit(folder: Path, record: ImageExportRecord) -> ImageExportRecord:
+    """Write ``export.json`` (the commit point) with the graphs' sizes, then remove files no record names."""
+    names = [name for name in (record.model, record.int8) if name]
+    record = replace(record, sizes={name: (folder / name).stat().st_size for name in names})
     with atomic_path(folder / "export.json") as tmp:
         tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
     for path in folder.iterdir():
         if path.is_file() and path.name not in (record.model, record.int8, "export.json"):
             path.unlink(missing_ok=True)
+    return record

@@ -19,14 +19,14 @@ the torch path's pixels. Anything wrong raises ``ExportUnusable`` and the torch 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .base import ModelIdentity, l2_normalise
-from .exported import EXPORTS, ExportUnusable, summary
+from .exported import EXPORTS, ExportUnusable, damaged_files, summary
 
 CLIP_IMAGE = "clip-image"
 IMAGE_FORMAT = 1
@@ -52,6 +52,8 @@ class ImageExportRecord:
     int8: str = ""
     """The int8 graph's file, once made."""
     int8_min_cosine: float = 0.0
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Bytes of each graph when committed: one of another size is damaged."""
 
     @classmethod
     def read(cls, folder: Path) -> "ImageExportRecord":
@@ -84,8 +86,9 @@ def check_image_export(store_folder: Path, identity: ModelIdentity, variant: str
     name = record.file(variant)
     if not name:
         raise ExportUnusable(folder, f"has no {variant} graph yet")
-    if not (folder / name).is_file():
-        raise ExportUnusable(folder, f"is missing {name}")
+    problem = damaged_files(folder, [name], record.sizes)
+    if problem:
+        raise ExportUnusable(folder, problem)
     return record
 
 

@@ -20,7 +20,8 @@ from mmsearch.encoders import precision
 from mmsearch.encoders.clip import load_clip
 from mmsearch.encoders.exported import ExportUnusable
 from mmsearch.encoders.image_export import add_int8, check_images, export_clip_image
-from mmsearch.encoders.image_exported import ExportedImageEncoder, ImageExportRecord, image_export_folder
+from mmsearch.encoders.image_exported import (ExportedImageEncoder, ImageExportRecord, check_image_export,
+                                              image_export_folder)
 from mmsearch.encoders.precision import Measured, measure, prepare_image_runtime
 from mmsearch.encoders.runtime import resolve_runtime
 from mmsearch.errors import UsageError
@@ -77,7 +78,12 @@ def test_a_damaged_or_foreign_export_is_refused_with_the_reason(tmp_path, tiny_c
     other = type(tiny_clip.identity)("ViT-B-32:random", "ViT-B-32:random:seed0", 512, False)
     with pytest.raises(ExportUnusable, match="was made for 'test-tiny:random'"):
         ExportedImageEncoder.open(tmp_path, other)
-    (folder / record.model).write_bytes(b"not a graph")
+    graph = folder / record.model
+    size = graph.stat().st_size
+    graph.write_bytes(b"not a graph")  # truncated: seen without loading it
+    with pytest.raises(ExportUnusable, match=f"has a damaged {record.model}"):
+        check_image_export(tmp_path, tiny_clip.identity)
+    graph.write_bytes(b"x" * size)  # the same size: seen when it is loaded
     with pytest.raises(ExportUnusable, match="cannot be loaded"):
         ExportedImageEncoder.open(tmp_path, tiny_clip.identity)
     (folder / "export.json").write_text("{", encoding="utf-8")

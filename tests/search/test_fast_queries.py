@@ -128,6 +128,7 @@ def test_a_store_with_an_unusable_export_still_answers_through_torch_says_so_onc
     assert result.exit_code == 0 and report["ok"]  # a warning: the store answers, only slower
     assert [f["code"] for f in report["findings"]] == ["export-unusable"]
     with Engine.open(Settings.resolve(store=store, model=TINY), clip=tiny_clip) as engine:
+        assert engine.status().extra["query_encoder"].startswith("torch (the exported text tower")
         engine.index([store.parent / "media"])  # the next index run exports it again
         assert engine.status().extra["query_encoder"].startswith("onnx")
 

@@ -17,6 +17,7 @@ from conftest import TINY, break_sessions, sentence, write_image, write_text
 from mmsearch.config import Settings
 from mmsearch.encoders.image_exported import ExportedImageEncoder, ImageExportRecord, image_export_folder
 from mmsearch.engine import Engine
+from mmsearch.errors import UsageError
 from mmsearch.search.queries import Query, embed_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,13 +89,17 @@ def test_a_damaged_image_export_falls_back_to_torch_once_and_verify_reports_it(s
         second = engine.search(image=media / "photo2.png", kind="image", k=3)
         assert first.hits[0].path == str(media / "photo1.png") and second.hits[0].path == str(media / "photo2.png")
         assert [n for n in first.notes if "image queries use the torch model" in n] and second.notes == ()
-        assert engine.status().extra["image_query_encoder"].startswith("onnx")  # files there; loading fails
+        assert engine.status().extra["image_query_encoder"].startswith("torch (the exported image tower has a damaged")
         from mmsearch.store.verify import verify_store
 
         findings = [f for f in verify_store(engine.store).findings if f.code == "export-unusable"]
-        assert any("clip-image" in f.message and "cannot be loaded" in f.message for f in findings)
-    with open_engine(store, query_encoder="onnx") as strict, pytest.raises(Exception, match="onnx"):
+        assert [f.message for f in findings if "clip-image" in f.message and "damaged" in f.message]
+    with open_engine(store, query_encoder="onnx") as strict, pytest.raises(UsageError, match="onnx.*damaged"):
         strict.search(image=media / "photo1.png", kind="image", k=3)
+    with open_engine(store, tiny_clip, model=TINY) as engine:
+        assert engine.index([media]).notes == ()  # the next index run exports it again
+        assert engine.status().extra["image_query_encoder"].startswith("onnx")
+        assert engine.search(image=media / "photo1.png", kind="image", k=3).notes == ()
 
 
 def test_an_image_export_that_fails_to_run_is_given_up_for_torch(store, media, tiny_clip, monkeypatch):
