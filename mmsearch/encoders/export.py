@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..atomic import atomic_path
-from .exported import CLIP_TEXT, EXPORTS, FORMAT, MIN_COSINE, ExportedTextEncoder, ExportRecord, ExportUnusable
+from .exported import (CLIP_TEXT, EXPORTS, FORMAT, MIN_COSINE, ExportedTextEncoder, ExportRecord, ExportUnusable,
+                       trim)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def _text_model(encoder):
         return None, "its tokenizer cleans text in a way the ONNX path does not"
     if not isinstance(getattr(model, "token_embedding", None), torch.nn.Embedding):
         return None, "its text tower has no token embedding of its own (a custom text model)"
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", ())
+    if not blocks or not all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks) \
+            or getattr(model, "attn_mask", None) is None or not hasattr(model, "text_pool_type"):
+        return None, "its text tower is not open_clip's causal transformer"
     return model, ""
 
 
@@ -66,49 +71,68 @@ def build_tokenizer(tokenizer):
     return made
 
 
-class _Given:
-    """Stands in for the token embedding while tracing: returns the embedded tokens given as input."""
+def _plain_attention(mha):
+    """``mha`` (an ``nn.MultiheadAttention`` doing self-attention) in plain operations: the ONNX exporter
+    turns ``nn.MultiheadAttention`` into a graph of one fixed sequence length, this into one of any."""
+    import math
 
-    def __init__(self):
-        self.value = None
-
-    def __call__(self, ids):
-        return self.value
-
-
-def _export_graph(model, path: Path, context_length: int, width: int) -> None:
     import torch
+    import torch.nn.functional as F
 
-    class TextTower(torch.nn.Module):
-        def __init__(self, model, given):
+    class PlainAttention(torch.nn.Module):
+        def __init__(self):
             super().__init__()
-            self.model, self.given = model, given
+            self.mha = mha
 
-        def forward(self, ids, embedded):
-            self.given.value = embedded
-            return torch.nn.functional.normalize(self.model.encode_text(ids), dim=-1)
+        def forward(self, q, k, v, need_weights=False, attn_mask=None):
+            x = q if mha.batch_first else q.transpose(0, 1)
+            batch, length, width = x.shape
+            heads = mha.num_heads
+            qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).reshape(batch, length, 3, heads, width // heads)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            scores = query @ key.transpose(-1, -2) / math.sqrt(width // heads)
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            out = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch, length, width)
+            out = F.linear(out, mha.out_proj.weight, mha.out_proj.bias)
+            return (out if mha.batch_first else out.transpose(0, 1)), None
 
+    return PlainAttention()
+
+
+def _export_graph(model, path: Path, ids) -> None:
+    """Trace open_clip's ``encode_text`` after the token embedding, for sequences of any length: as long as
+    the longest text of a batch instead of the full context (the causal mask makes the tokens after a text's
+    end irrelevant to it), so a short query runs a short sequence. ``model`` is a copy: its attention
+    modules are replaced for the trace."""
     import warnings
 
-    given = _Given()
-    original = model.token_embedding
-    fast = torch.backends.mha.get_fastpath_enabled()
-    object.__setattr__(model, "token_embedding", given)  # not a Module: bypass nn.Module's registry
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        ids = torch.zeros((2, context_length), dtype=torch.long)
-        ids[:, 0], ids[:, 1] = 1, 2
-        embedded = torch.zeros((2, context_length, width))
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes about Python values: the checks below judge the graph
-            torch.onnx.export(TextTower(model, given).eval(), (ids, embedded), str(path),
-                              input_names=["ids", "embedded"], output_names=["vectors"],
-                              dynamic_axes={"ids": {0: "batch"}, "embedded": {0: "batch"}, "vectors": {0: "batch"}},
-                              opset_version=18, dynamo=False)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
-        del model.token_embedding
-        model.token_embedding = original
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    for block in model.transformer.resblocks:
+        block.attn = _plain_attention(block.attn)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, embedded):
+            length = ids.shape[1]
+            x = embedded + model.positional_embedding[:length]
+            x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+            x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+            x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+            return torch.nn.functional.normalize(x, dim=-1)
+
+    axes = {0: "batch", 1: "length"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about Python values: the checks judge the graph
+        torch.onnx.export(TextTower().eval(), (ids, model.token_embedding(ids)), str(path),
+                          input_names=["ids", "embedded"], output_names=["vectors"],
+                          dynamic_axes={"ids": axes, "embedded": axes, "vectors": {0: "batch"}},
+                          opset_version=18, dynamo=False)
 
 
 def optimise_graph(source: Path, target: Path) -> None:
@@ -143,11 +167,12 @@ def export_clip_text(encoder, store_folder: Path, sentences: Sequence[str]) -> E
     tokenizer = encoder._tokenizer
     table = model.token_embedding.weight.detach().numpy().astype(np.float32)
     context_length = int(encoder.context_length)
-    names = save_files(folder, lambda path: _export_graph(model, path, context_length, table.shape[1]), table,
+    trace_ids = trim(tokenizer(["a photo traced for export", "a dog"]).numpy())
+    names = save_files(folder, lambda path: _export_graph(model, path, torch.from_numpy(trace_ids)), table,
                        build_tokenizer(tokenizer))
     record = ExportRecord(FORMAT, CLIP_TEXT, encoder.identity.spec, encoder.identity.fingerprint, encoder.identity.dim,
                           context_length, int(tokenizer.sot_token_id), int(tokenizer.eot_token_id), *names,
-                          min_cosine=0.0, checked=0)
+                          min_cosine=0.0, checked=0, dynamic_length=True)
     record = commit(folder, record, lambda record: _check(folder, record, encoder, [*sentences, *HARD_STRINGS],
                                                           [*sentences[:VECTOR_CHECKS], *HARD_STRINGS]))
     log.info("exported the text tower of %s to %s (min cosine %.6f on %d sentences)", record.spec, folder,

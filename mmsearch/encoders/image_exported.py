@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import ModelIdentity, l2_normalise
-from .exported import EXPORTS, ExportUnusable, damaged_files, summary
+from .exported import EXPORTS, ExportUnusable, damaged_files, known_fields, summary
 
 CLIP_IMAGE = "clip-image"
 IMAGE_FORMAT = 1
@@ -61,7 +61,7 @@ class ImageExportRecord:
         if not path.is_file():
             raise ExportUnusable(folder, "was never made")
         try:
-            record = cls(**json.loads(path.read_text(encoding="utf-8")))
+            record = cls(**known_fields(cls, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError, TypeError) as exc:
             raise ExportUnusable(folder, f"has an unreadable export.json ({str(exc).splitlines()[0][:120]})") from None
         if record.format != IMAGE_FORMAT:

@@ -91,6 +91,16 @@ def test_a_damaged_or_foreign_export_is_refused_with_the_reason(tmp_path, tiny_c
         ExportedImageEncoder.open(tmp_path, tiny_clip.identity)
 
 
+def test_a_record_from_a_later_mmsearch_is_read_for_the_fields_this_one_knows(tmp_path, tiny_clip):
+    record = export_clip_image(tiny_clip, tmp_path)
+    path = image_export_folder(tmp_path) / "export.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "added_later": {"x": 1}}), encoding="utf-8")
+    assert check_image_export(tmp_path, tiny_clip.identity) == record
+    path.write_text(json.dumps({"format": 1, "spec": record.spec}), encoding="utf-8")  # fields missing
+    with pytest.raises(ExportUnusable, match="unreadable export.json"):
+        check_image_export(tmp_path, tiny_clip.identity)
+
+
 def _runner(seconds: float, vectors: np.ndarray):
     def run(pixels):
         time.sleep(seconds)

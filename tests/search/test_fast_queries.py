@@ -49,6 +49,32 @@ def test_an_index_run_exports_the_text_tower_checked_against_the_model(store):
     assert names == sorted(["export.json", record.model, record.embedding, record.tokenizer])
 
 
+class ShapeSpy:
+    """Stands in for an export's session: runs the real one and keeps the shape of the ids it was given."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def run(self, outputs, feed):
+        self.shapes.append(feed["ids"].shape)
+        return self.session.run(outputs, feed)
+
+
+def test_a_short_query_runs_a_short_sequence_and_an_older_full_context_export_still_answers(store, tiny_clip):
+    folder = store / EXPORTS / CLIP_TEXT
+    record = ExportRecord.read(folder)
+    assert record.dynamic_length
+    texts = ["a dog", "harbour lantern meadow at dusk"]
+    short = ExportedTextEncoder(folder, record, tiny_clip.identity)
+    short._session = ShapeSpy(short._session)
+    full = ExportedTextEncoder(folder, ExportRecord(**{**record.__dict__, "dynamic_length": False}), tiny_clip.identity)
+    full._session = ShapeSpy(full._session)  # an export made before sequences were cut: all 77 positions
+    ours, theirs = short.encode_texts(texts).vectors, full.encode_texts(texts).vectors
+    assert short._session.shapes == [(2, 7)] and full._session.shapes == [(2, 77)]  # start, 5 words, end
+    assert np.min(np.sum(ours * theirs, axis=1)) >= 0.99999
+    assert np.min(np.sum(ours * tiny_clip.encode_texts(texts).vectors, axis=1)) >= 0.9999
+
+
 def test_a_text_search_in_a_fresh_process_imports_no_torch(store, tiny_clip):
     code = (f"import sys, json, mmsearch\n"
             f"with mmsearch.open_store({str(store)!r}) as engine:\n"
