@@ -37,10 +37,11 @@ class QueryTowers:
         """Tower name -> its exported encoder, or the ``ExportUnusable`` that says why it is not used."""
 
     def clip(self, query, notes: list[str]):
-        """The image model's encoders for the query's text and image (the torch model if either export is
-        unusable, or the query has neither)."""
+        """The image model's encoders for the query's text and image: the exports, or the torch model if one
+        needed is unusable. A query with neither (an audio file alone) embeds nothing here; the text export
+        stands for the space, so that torch is not loaded for it."""
         wanted = [tower for tower, part in ((CLIP_TEXT, query.text), (CLIP_IMAGE, query.image)) if part is not None]
-        wanted = wanted or [CLIP_TEXT]  # an audio file alone embeds nothing here: any encoder of the space will do
+        wanted = wanted or [CLIP_TEXT]
         found = [self._exported(tower, "clip", notes) for tower in wanted] if self.mode != "torch" else [None]
         if any(encoder is None for encoder in found):
             return self._torch["clip"]()
