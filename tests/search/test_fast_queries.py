@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from conftest import CORPUS, TINY, break_sessions, sentence, write_image, write_text
 
 from mmsearch.config import Settings
-from mmsearch.encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportRecord
+from mmsearch.encoders.exported import CLIP_TEXT, EXPORTS, WARM_AFTER, ExportedTextEncoder, ExportRecord
 from mmsearch.engine import Engine
+from mmsearch.search.queries import Query
 from mmsearch_cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,19 @@ def test_a_short_query_runs_a_short_sequence_and_an_older_full_context_export_st
     assert short._session.shapes == [(2, 7)] and full._session.shapes == [(2, 77)]  # start, 5 words, end
     assert np.min(np.sum(ours * theirs, axis=1)) >= 0.99999
     assert np.min(np.sum(ours * tiny_clip.encode_texts(texts).vectors, axis=1)) >= 0.9999
+
+
+def test_a_process_that_keeps_asking_moves_to_a_prepacked_session_with_the_same_answers(store, tiny_clip):
+    with Engine.open(Settings.resolve(store=store), clip=tiny_clip) as engine:
+        first = [engine.search(f"harbour lantern {i}", k=4) for i in range(WARM_AFTER)]
+        session = engine.towers.clip(Query(text="x"), [])._session
+        assert session.warming is not None
+        session.warming.join()
+        assert session.prepacked
+        again = [engine.search(f"harbour lantern {i}", k=4) for i in range(WARM_AFTER)]
+    for before, after in zip(first, again):
+        assert paths_of(after) == paths_of(before)
+        assert [h.score for h in after.hits] == pytest.approx([h.score for h in before.hits], abs=1e-5)
 
 
 def test_a_text_search_in_a_fresh_process_imports_no_torch(store, tiny_clip):
