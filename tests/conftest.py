@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random open_clip model (built once per session, offline) and media makers."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -147,3 +148,16 @@ def break_sessions(monkeypatch, encoder_class) -> None:
         self._session = Broken()
 
     monkeypatch.setattr(encoder_class, "__init__", init)
+
+
+def damage_export(folder: Path, damage: str, other_spec: str) -> None:
+    """Make the export in ``folder`` unusable: its graph 'missing' or 'corrupt' (overwritten), or its record
+    naming 'other model' (``other_spec``, random weights)."""
+    record = json.loads((folder / "export.json").read_text())
+    if damage == "missing":
+        (folder / record["model"]).unlink()
+    elif damage == "corrupt":
+        (folder / record["model"]).write_bytes(b"not an onnx graph")
+    else:
+        (folder / "export.json").write_text(json.dumps({**record, "fingerprint": f"{other_spec}:seed0",
+                                                        "spec": other_spec}))

@@ -120,7 +120,7 @@ def export_clap_text(encoder, store_folder: Path, sentences: Sequence[str]) -> E
 
 def _check(folder: Path, record: ExportRecord, encoder, tokens: Sequence[str], vectors: Sequence[str],
            one_by_one: Sequence[str]) -> ExportRecord:
-    exported = ExportedClapTextEncoder(folder, record, encoder.identity)
+    exported = ExportedClapTextEncoder(folder, record, encoder.identity, warm=False)
     wrong = [text for batch in _batches(tokens) for text in _token_mismatches(exported, encoder, batch)]
     if wrong:
         raise ExportUnusable(folder, f"its tokenizer disagrees with the model's on {len(wrong)} of {len(tokens)} "

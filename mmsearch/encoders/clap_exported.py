@@ -28,9 +28,9 @@ CLAP_TEXT = "clap-text"
 class ExportedClapTextEncoder:
     """``encode_texts`` (and ``identity``) of CLAP's exported text tower, as ``ClapEncoder.encode_texts``."""
 
-    def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity):
+    def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity, *, warm: bool = True):
         self.folder, self.record, self.identity = Path(folder), record, identity
-        self._tokenizer, self._embedding, self._session = load_files(self.folder, record)
+        self._tokenizer, self._embedding, self._session = load_files(self.folder, record, warm=warm)
 
     @classmethod
     def open(cls, store_folder: Path, identity: ModelIdentity) -> "ExportedClapTextEncoder":

@@ -218,7 +218,7 @@ def commit(folder: Path, record: ExportRecord, check: Callable[[ExportRecord], E
 
 
 def _check(folder: Path, record: ExportRecord, encoder, tokens: Sequence[str], vectors: Sequence[str]) -> ExportRecord:
-    exported = ExportedTextEncoder(folder, record, encoder.identity)
+    exported = ExportedTextEncoder(folder, record, encoder.identity, warm=False)
     reference = encoder._tokenizer(list(tokens)).numpy()
     ids, _ = exported.token_ids(tokens)
     wrong = [text for text, mine, theirs in zip(tokens, ids, reference) if not np.array_equal(mine, theirs)]

@@ -75,26 +75,28 @@ class ExportRecord:
 
     @classmethod
     def read(cls, folder: Path) -> "ExportRecord":
-        path = Path(folder) / "export.json"
-        if not path.is_file():
-            raise ExportUnusable(folder, "was never made")
-        try:
-            record = cls(**known_fields(cls, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ExportUnusable(folder, f"has an unreadable export.json ({str(exc).splitlines()[0][:120]})") from None
-        if record.format != FORMAT:
-            raise ExportUnusable(folder, f"is in format {record.format}, this mmsearch reads {FORMAT}")
-        return record
+        return read_record(cls, folder, FORMAT)
 
     def files(self) -> tuple[str, str, str]:
         return self.model, self.embedding, self.tokenizer
 
 
-def known_fields(cls, data: dict) -> dict:
-    """``data``'s entries that are fields of the dataclass ``cls``: a record written by a later mmsearch
-    (with fields added in the same format) is read for what this one knows."""
+def read_record(cls, folder: Path, format: int):
+    """The dataclass ``cls`` read from ``folder``'s ``export.json``, for the fields this mmsearch knows (a
+    record written by a later one, with fields added in the same format, still reads); ``ExportUnusable``
+    when it is missing, unreadable or in another format."""
+    path = Path(folder) / "export.json"
+    if not path.is_file():
+        raise ExportUnusable(folder, "was never made")
     names = {item.name for item in fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = cls(**{key: value for key, value in data.items() if key in names})
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ExportUnusable(folder, f"has an unreadable export.json ({str(exc).splitlines()[0][:120]})") from None
+    if record.format != format:
+        raise ExportUnusable(folder, f"is in format {record.format}, this mmsearch reads {format}")
+    return record
 
 
 def export_folder(store_folder: Path, tower: str = CLIP_TEXT) -> Path:
@@ -135,11 +137,13 @@ WARM_AFTER = 3
 """Queries after which a ``WarmingSession`` loads its prepacked session."""
 
 
-def _session(path: Path, *, prepack: bool):
+def open_session(path: Path, *, prepack: bool = True):
+    """An onnxruntime CPU session on a graph optimised at export (so not optimised again here), its weights
+    prepacked for the matrix kernels unless ``prepack`` is False (see ``WarmingSession``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # done at export
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.disable_prepacking", "0" if prepack else "1")
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -150,11 +154,12 @@ class WarmingSession:
     weights (laying them out for the matrix kernels) costs a session 50-90 ms more to load and halves a
     short query (ViT-B-32's text tower on two AVX2 cores: 18 -> 8 ms): a one-query process (the CLI) does
     without it; a process that has asked ``WARM_AFTER`` queries (the Python API, a server) loads the
-    prepacked session on a thread and uses it from then on."""
+    prepacked session on a thread and uses it from then on (unless ``warm`` is False: an export's own checks,
+    whose encoder is dropped when they end)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._session = _session(path, prepack=False)
+    def __init__(self, path: Path, *, warm: bool = True):
+        self.path, self.warm = path, warm
+        self._session = open_session(path, prepack=False)
         self._runs = 0
         self.warming: threading.Thread | None = None
         """The thread loading the prepacked session, once started."""
@@ -162,27 +167,27 @@ class WarmingSession:
 
     def run(self, outputs, feed):
         self._runs += 1
-        if self._runs == WARM_AFTER:
+        if self._runs == WARM_AFTER and self.warm:
             self.warming = threading.Thread(target=self._prepack, name="mmsearch-prepack")
             self.warming.start()  # not a daemon: a process ending meanwhile waits for it (well under a second)
         return self._session.run(outputs, feed)
 
     def _prepack(self) -> None:
         try:
-            self._session, self.prepacked = _session(self.path, prepack=True), True
+            self._session, self.prepacked = open_session(self.path), True
         except Exception as exc:  # the first session keeps answering
             log.info("%s: no prepacked session (%s)", self.path, summary(exc))
 
 
-def load_files(folder: Path, record: ExportRecord):
+def load_files(folder: Path, record: ExportRecord, *, warm: bool = True):
     """An export's ``tokenizers`` tokenizer, token embedding table (memory-mapped) and onnxruntime session
-    (a ``WarmingSession``); ``ExportUnusable`` when any of them cannot be loaded."""
+    (a ``WarmingSession``, ``warm`` or not); ``ExportUnusable`` when any of them cannot be loaded."""
     from tokenizers import Tokenizer
 
     try:
         tokenizer = Tokenizer.from_file(str(folder / record.tokenizer))
         embedding = np.load(folder / record.embedding, mmap_mode="r")
-        session = WarmingSession(folder / record.model)
+        session = WarmingSession(folder / record.model, warm=warm)
     except Exception as exc:  # a missing or damaged file, whatever the library says about it
         raise ExportUnusable(folder, f"cannot be loaded ({summary(exc)})") from None
     if embedding.ndim != 2 or embedding.dtype != np.float32:
@@ -211,10 +216,10 @@ def clean_text(text: str) -> str:
 class ExportedTextEncoder:
     """``encode_texts`` (and ``identity``, ``context_length``) of a text tower exported to ONNX."""
 
-    def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity):
+    def __init__(self, folder: Path, record: ExportRecord, identity: ModelIdentity, *, warm: bool = True):
         self.folder, self.record, self.identity = Path(folder), record, identity
         self.context_length = record.context_length
-        self._tokenizer, self._embedding, self._session = load_files(self.folder, record)
+        self._tokenizer, self._embedding, self._session = load_files(self.folder, record, warm=warm)
 
     @classmethod
     def open(cls, store_folder: Path, identity: ModelIdentity, tower: str = CLIP_TEXT) -> "ExportedTextEncoder":

@@ -18,7 +18,6 @@ the torch path's pixels. Anything wrong raises ``ExportUnusable`` and the torch 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import ModelIdentity, l2_normalise
-from .exported import EXPORTS, ExportUnusable, damaged_files, known_fields, summary
+from .exported import EXPORTS, ExportUnusable, damaged_files, open_session, read_record, summary
 
 CLIP_IMAGE = "clip-image"
 IMAGE_FORMAT = 1
@@ -57,16 +56,7 @@ class ImageExportRecord:
 
     @classmethod
     def read(cls, folder: Path) -> "ImageExportRecord":
-        path = Path(folder) / "export.json"
-        if not path.is_file():
-            raise ExportUnusable(folder, "was never made")
-        try:
-            record = cls(**known_fields(cls, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ExportUnusable(folder, f"has an unreadable export.json ({str(exc).splitlines()[0][:120]})") from None
-        if record.format != IMAGE_FORMAT:
-            raise ExportUnusable(folder, f"is in format {record.format}, this mmsearch reads {IMAGE_FORMAT}")
-        return record
+        return read_record(cls, folder, IMAGE_FORMAT)
 
     def file(self, variant: str) -> str:
         return self.int8 if variant == "int8" else self.model
@@ -92,18 +82,6 @@ def check_image_export(store_folder: Path, identity: ModelIdentity, variant: str
     return record
 
 
-def open_session(path: Path, *, threads: int | None = None):
-    """An onnxruntime CPU session on a graph optimised at export (so not optimised again here)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class ExportedImageEncoder:
     """``preprocess`` (PIL image -> (3, S, S) uint8) and ``encode_images`` of an exported image tower."""
 
@@ -126,16 +104,12 @@ class ExportedImageEncoder:
 
     def encode_images(self, pixels: Any) -> np.ndarray:
         """(n, dim) unit vectors of (n, 3, S, S) uint8 pixels (a numpy array or a CPU torch tensor)."""
-        return run_image_session(self._session, pixels, self.folder)
-
-
-def run_image_session(session, pixels: Any, folder: Path) -> np.ndarray:
-    batch = np.ascontiguousarray(pixels.numpy() if hasattr(pixels, "numpy") else pixels, dtype=np.uint8)
-    try:
-        vectors = session.run(None, {"pixels": batch})[0]
-    except Exception as exc:  # a graph that loads but does not run
-        raise ExportUnusable(folder, f"failed to run ({summary(exc)})") from None
-    return l2_normalise(np.asarray(vectors, dtype=np.float32))
+        batch = np.ascontiguousarray(pixels.numpy() if hasattr(pixels, "numpy") else pixels, dtype=np.uint8)
+        try:
+            vectors = self._session.run(None, {"pixels": batch})[0]
+        except Exception as exc:  # a graph that loads but does not run
+            raise ExportUnusable(self.folder, f"failed to run ({summary(exc)})") from None
+        return l2_normalise(np.asarray(vectors, dtype=np.float32))
 
 
 def pil_pixels(image, side: int, mode: str, size: int) -> np.ndarray:

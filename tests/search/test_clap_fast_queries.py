@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from conftest import TINY, break_sessions, sentence, write_image, write_text
+from conftest import TINY, break_sessions, damage_export, sentence, write_image, write_text
 
 from mmsearch.config import Settings
 from mmsearch.encoders.clap_exported import CLAP_TEXT, ExportedClapTextEncoder
@@ -154,16 +154,7 @@ def test_a_text_search_on_a_store_with_audio_in_a_fresh_process_imports_no_torch
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "other model"])
 def test_a_store_with_an_unusable_audio_export_answers_through_torch_says_so_once_and_verify_reports_it(
         built, store, tiny_clip, tiny_clap, damage):
-    folder = store / EXPORTS / CLAP_TEXT
-    record = ExportRecord.read(folder)
-    if damage == "missing":
-        (folder / record.model).unlink()
-    elif damage == "corrupt":
-        (folder / record.model).write_bytes(b"not an onnx graph")
-    else:
-        meta = json.loads((folder / "export.json").read_text())
-        (folder / "export.json").write_text(json.dumps({**meta, "fingerprint": "clap-htsat:random:seed0",
-                                                        "spec": "clap-htsat:random"}))
+    damage_export(store / EXPORTS / CLAP_TEXT, damage, "clap-htsat:random")
     with Engine.open(Settings.resolve(store=store), clip=tiny_clip, clap=tiny_clap) as engine:
         first = engine.search("harbour lantern", k=6)
         second = engine.search("meadow copper", kind="audio", k=3)

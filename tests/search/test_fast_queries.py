@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CORPUS, TINY, break_sessions, sentence, write_image, write_text
+from conftest import CORPUS, TINY, break_sessions, damage_export, sentence, write_image, write_text
 
 from mmsearch.config import Settings
 from mmsearch.encoders.exported import CLIP_TEXT, EXPORTS, WARM_AFTER, ExportedTextEncoder, ExportRecord
@@ -146,16 +146,7 @@ def test_both_query_paths_agree_on_100_coco_captions(corpus, tmp_path, spec, tin
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "other model"])
 def test_a_store_with_an_unusable_export_still_answers_through_torch_says_so_once_and_verify_reports_it(
         store, tiny_clip, damage):
-    folder = store / EXPORTS / CLIP_TEXT
-    record = ExportRecord.read(folder)
-    if damage == "missing":
-        (folder / record.model).unlink()
-    elif damage == "corrupt":
-        (folder / record.model).write_bytes(b"not an onnx graph")
-    else:
-        meta = json.loads((folder / "export.json").read_text())
-        (folder / "export.json").write_text(json.dumps({**meta, "fingerprint": "ViT-B-32:random:seed0",
-                                                        "spec": "ViT-B-32:random"}))
+    damage_export(store / EXPORTS / CLIP_TEXT, damage, "ViT-B-32:random")
     with Engine.open(Settings.resolve(store=store), clip=tiny_clip) as engine:
         first = engine.search("harbour lantern", k=3)
         second = engine.search("meadow copper", k=3)
