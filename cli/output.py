@@ -30,20 +30,11 @@ def report_json(report: IndexReport) -> dict[str, Any]:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    data = {"path": hit.path, "modality": hit.modality.value, "score": hit.score, "calibrated": hit.calibrated}
-    if hit.passage is not None:
-        data["passage"] = hit.passage
-    if hit.start is not None:
-        data["start"], data["end"] = hit.start, hit.end
-    return data
+    return hit.as_json()
 
 
 def status_json(status: StoreStatus) -> dict[str, Any]:
-    data = asdict(status)
-    data["failed"] = failed_json(status.failed)
-    extra = data.pop("extra")
-    data.update(extra)
-    return data
+    return status.as_json()
 
 
 def print_report(report: IndexReport) -> None:

@@ -19,18 +19,20 @@ from .bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_
 from .bridge.linear import SpaceMap
 from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
 from .encoders.clap_exported import CLAP_TEXT
-from .encoders.exported import CLIP_TEXT, ExportUnusable, check_export
-from .encoders.image_exported import CLIP_IMAGE, check_image_export
+from .encoders.exported import CLIP_TEXT, ExportUnusable
+from .encoders.image_exported import CLIP_IMAGE
 from .encoders.precision import describe_image_runtime
 from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
-from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
+from .errors import ItemNotFoundError, MMSearchError, ModelLoadError, ModelMismatchError, UsageError
+from .media.files import ItemFile, item_file
+from .media.thumbnails import DEFAULT_SIZE, Thumbnails
 from .progress import Progress
 from .records import IndexReport, Modality, SearchResult, StoreStatus
 from .search.queries import Query, embed_query
 from .search.searcher import Searcher
 from .search.towers import QueryTowers, describe_export
-from .store.folder import Store
+from .store.folder import SPACE_OF, Store
 
 log = logging.getLogger(__name__)
 
@@ -191,38 +193,12 @@ class Engine:
         return encoder
 
     def _ensure_export(self) -> str | None:
-        """Export the towers that answer queries without torch where the store has no usable export for its
-        model: the image model's text and image towers when it has image or text vectors, the audio model's
-        text tower when it has audio vectors; returns a note on what could not be done."""
-        from .encoders.clap_export import export_clap_text
-        from .encoders.export import export_clip_text
-        from .encoders.image_export import export_clip_image
+        """Export the towers that answer this store's queries without torch, where missing (``ensure_exports``)."""
+        from .encoders.exports import ensure_exports
 
         segments = self.store.catalog.counts()[1]
-        clip, clap, folder = self._exportable(segments), self._clap_exportable(segments), self.store.path
-        towers = (  # the model, whether its export is usable, how to make it, what loads torch without it
-            (clip, lambda: check_export(folder, clip), lambda: export_clip_text(self.clip, folder, default_sentences()),
-             "text queries will load the torch model: its text tower"),
-            (clip, lambda: check_image_export(folder, clip), lambda: export_clip_image(self.clip, folder),
-             "image queries will load the torch model: its image tower"),
-            (clap, lambda: check_export(folder, clap, CLAP_TEXT),
-             lambda: export_clap_text(self.clap, folder, default_sentences()),
-             "text queries will load the torch audio model: its text tower"))
-        notes = []
-        for identity, check, export, what in towers:
-            if identity is None:
-                continue
-            try:
-                check()
-                continue
-            except ExportUnusable:
-                pass
-            try:
-                export()
-            except (ExportUnusable, ModelLoadError) as exc:
-                log.warning("not exported: %s", exc)
-                notes.append(f"{what} could not be exported ({exc.reason})")
-        return "; ".join(notes) or None
+        return ensure_exports(self.store.path, self._exportable(segments), self._clap_exportable(segments),
+                              load_clip=lambda: self.clip, load_clap=lambda: self.clap, sentences=default_sentences)
 
     def _ensure_bridge(self) -> None:
         """Audio and images/text in one store need the bridge: fit it on the shipped sentences if missing."""
@@ -247,20 +223,26 @@ class Engine:
 
     def search(self, query: Query | str | None = None, *, image: Path | str | None = None,
                audio: Path | str | None = None, kind: str = "all", k: int = 10, path_glob: str | None = None,
-               strict_k: bool = False) -> SearchResult:
+               strict_k: bool = False, offset: int = 0) -> SearchResult:
         """The ``k`` files nearest a query: text (``query`` as a string), an ``image`` file, an ``audio`` file
-        (its first 47.5 s), or text and files together; or a ``Query`` holding them. ``kind``: image, text,
+        (its first 47.5 s), or text and files together; or a ``Query`` holding them (``Query.like``: an
+        indexed file's id, "more like this", which is left out of its own hits). ``kind``: image, text,
         audio or all (ranked by calibrated score). ``path_glob``: only files whose absolute path matches
         (``*``, ``?``, ``[...]``; a relative pattern matches below any folder). ``strict_k``: refuse a ``k``
-        larger than the files there are (else fewer hits come back, with a note)."""
+        larger than the files there are (else fewer hits come back, with a note). ``offset``: skip the
+        best ``offset`` files (a next page; ``SearchResult.more`` says whether there is one). A long-lived
+        engine sees what other processes indexed meanwhile (``Store.catch_up``)."""
         query = _as_query(query, image, audio)
         if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
-        if self._searcher is None:
+        if self.store.catch_up() or self._searcher is None:
             self._searcher = Searcher(self.store)
         files = self._searcher.file_counts()  # counting scans the catalog: kept while the indexes keep their size
-        wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image
-        wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio
+        liked = self._liked(query.like) if query.like is not None else None
+        wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image \
+            or (liked is not None and liked[0] == "clip")
+        wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio \
+            or (liked is not None and liked[0] == "clap")
         notes: list[str] = []
         if wants_clip:
             self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
@@ -277,12 +259,20 @@ class Engine:
         vectors = None
         while vectors is None:  # each export that loaded but fails to run is given up: at most both
             try:
-                vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge)
+                vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge, liked=liked)
             except ExportUnusable as exc:  # the torch model answers for it instead
                 self.towers.give_up(exc, notes)
                 clip, clap = (clip, self.clap) if exc.folder.name == CLAP_TEXT else (self.clip, clap)
-        result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k)
-        return SearchResult(result.hits, tuple(notes) + result.notes)
+        result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k,
+                                       offset=offset, exclude_item=query.like)
+        return replace(result, notes=tuple(notes) + result.notes)
+
+    def _liked(self, item_id: int) -> tuple[str, np.ndarray]:
+        """(model space, stored vectors) of the indexed file ``item_id``, for a "more like this" query."""
+        modality, vectors = self.store.catalog.item_vectors(item_id)
+        if modality is None or not len(vectors):
+            raise ItemNotFoundError(item_id)
+        return SPACE_OF[modality], vectors
 
     @property
     def towers(self) -> QueryTowers:
@@ -300,6 +290,15 @@ class Engine:
     def _clap_exportable(self, segments: dict[str, int]):
         """The store's audio model when its text tower serves queries (there are audio vectors)."""
         return self.store.model_identity("clap") if segments.get("audio") else None
+
+    # -- what a front end shows of a file ----------------------------------------------------------------
+    def item_file(self, item_id: int) -> ItemFile:
+        """The indexed file ``item_id`` (a hit's ``item_id``), checked to be servable (``media.files``)."""
+        return item_file(self.store, item_id)
+
+    def thumbnail(self, item_id: int, size: int = DEFAULT_SIZE) -> bytes:
+        """A JPEG thumbnail of the indexed image ``item_id``, cached in the store (``media.thumbnails``)."""
+        return Thumbnails(self.store.path).get(self.item_file(item_id), size)
 
     def remove(self, paths: Sequence[Path | str]) -> int:
         """Forget the files at or below ``paths`` (which need not exist any more); returns how many."""
@@ -320,6 +319,7 @@ class Engine:
                 if index is not None:
                     index.remove(np.asarray(ids, dtype=np.int64))
             self.store.save_indexes()
+            self.store.drop_roots(paths)
             return len(set(doomed))
         finally:
             self.store.release_writer()

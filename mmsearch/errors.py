@@ -84,6 +84,15 @@ class DecodeError(MMSearchError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ItemNotFoundError(MMSearchError):
+    """A catalog id the store does not hold (never was, or removed since), or whose file can no longer be
+    served (gone from disk, or no longer under an indexed folder)."""
+
+    def __init__(self, item_id: int, reason: str = "no such item in this store"):
+        self.item_id, self.reason = item_id, reason
+        super().__init__(f"item {item_id}: {reason}")
+
+
 class QueryError(MMSearchError):
     """A query that cannot be answered (unreadable query file, nothing to search...)."""
 

@@ -74,12 +74,25 @@ class Hit:
     start: float | None = None
     end: float | None = None
 
+    def as_json(self) -> dict:
+        """The hit as the CLI's ``--json`` and the HTTP API give it: ``id`` (the file's catalog id), ``path``,
+        ``modality``, ``score``, ``calibrated``, and ``passage`` (text) or ``start``/``end`` seconds (audio)."""
+        data = {"id": self.item_id, "path": self.path, "modality": self.modality.value, "score": self.score,
+                "calibrated": self.calibrated}
+        if self.passage is not None:
+            data["passage"] = self.passage
+        if self.start is not None:
+            data["start"], data["end"] = self.start, self.end
+        return data
+
 
 @dataclass(frozen=True)
 class SearchResult:
     hits: tuple[Hit, ...]
     notes: tuple[str, ...] = ()
     """Things the user should know about how the query was read (e.g. text truncated to the model's context)."""
+    more: bool = False
+    """Whether files follow the last hit (a next page: ``offset`` + ``k``)."""
 
 
 @dataclass(frozen=True)
@@ -95,3 +108,11 @@ class StoreStatus:
     bytes: int
     schema_version: int
     extra: dict[str, object] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        """The status as ``mmsearch status --json`` and ``GET /api/status`` give it (``extra`` merged in)."""
+        data = {name: getattr(self, name) for name in ("store", "model", "semantic", "dim", "counts", "segments")}
+        data["failed"] = [{"path": f.path, "reason": f.reason} for f in self.failed]
+        data.update(index=dict(self.index), bytes=self.bytes, schema_version=self.schema_version)
+        data.update(self.extra)
+        return data

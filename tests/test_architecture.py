@@ -22,7 +22,7 @@ TIERS = (
     {"decoding", "encoders"},
     {"bridge", "index"},
     {"store"},
-    {"ingest", "search"},
+    {"ingest", "search", "media"},
     {"engine"},
     {"evaluation", "bench"},
     {"package"},

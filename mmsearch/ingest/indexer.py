@@ -60,6 +60,7 @@ class Indexer:
         started = time.perf_counter()
         roots = [normalise_root(r) for r in roots]
         self.store.acquire_writer()
+        self.store.add_roots(roots)  # what a served file must still lie under
         self._reselect = BackgroundReselect(self.store)
         for leftover in leftover_temp_files(self.store.path):  # from a writer killed mid-save
             leftover.unlink(missing_ok=True)

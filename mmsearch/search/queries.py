@@ -3,7 +3,9 @@
 Routing: text is embedded by CLIP's text tower (for images and passages) and by CLAP's (for audio);
 an image by CLIP's image tower, and mapped into CLAP's space through the bridge for audio; an audio
 file by CLAP's audio tower, and mapped into CLIP's space through the bridge for images and passages.
-A query with several parts is the normalised mean of its parts in each space.
+An indexed file (``Query.like``: "more like this") is its stored vectors, no re-embedding: an image's or
+passages' in CLIP's space, an audio file's windows in CLAP's, each mapped across by the bridge like a query
+file of its kind. A query with several parts is the normalised mean of its parts in each space.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class Query:
     text: str | None = None
     image: Path | None = None
     audio: Path | None = None
+    like: int | None = None
+    """An indexed file's catalog id (``Hit.item_id``): search with its stored vectors ("more like this")."""
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -34,10 +38,13 @@ def _mean(parts: list[np.ndarray]) -> np.ndarray:
     return _unit(np.mean(parts, axis=0))
 
 
-def embed_query(query: Query, *, clip=None, clap=None, bridge=None) -> QueryVectors:
-    """``clip``/``clap``: encoders or None when unavailable; ``bridge``: SpaceMap (CLAP -> CLIP) or None."""
-    if query.text is None and query.image is None and query.audio is None:
-        raise UsageError("nothing to search for: give a {opt:text}, an {opt:image} file or an {opt:audio} file")
+def embed_query(query: Query, *, clip=None, clap=None, bridge=None,
+                liked: tuple[str, np.ndarray] | None = None) -> QueryVectors:
+    """``clip``/``clap``: encoders or None when unavailable; ``bridge``: SpaceMap (CLAP -> CLIP) or None;
+    ``liked``: (space, stored vectors) of the ``query.like`` file."""
+    if query.text is None and query.image is None and query.audio is None and query.like is None:
+        raise UsageError("nothing to search for: give a {opt:text}, an {opt:image} file, an {opt:audio} file "
+                         "or an indexed file's id ({opt:like})")
     if query.text is not None and not query.text.strip():
         raise UsageError("empty text query")
     notes: list[str] = []
@@ -61,13 +68,21 @@ def embed_query(query: Query, *, clip=None, clap=None, bridge=None) -> QueryVect
         in_clip.append(vector)
         if clap is not None and bridge is not None:
             in_clap.append(bridge.apply_reverse(vector[None, :])[0])
+    if liked is not None and liked[0] == "clip":
+        vector = _mean(list(liked[1]))  # an image, or a text file's passages
+        in_clip.append(vector)
+        if bridge is not None:
+            in_clap.append(bridge.apply_reverse(vector[None, :])[0])
     audio_windows = None
     if query.audio is not None:
         if clap is None:
             raise UsageError("{opt:audio} queries need an audio model ({opt:audio_model})")
         audio_windows = audio_vectors(clap, Path(query.audio))
-        if clip is not None and bridge is not None:
-            in_clip.append(bridge.apply(_mean(list(audio_windows))[None, :])[0])
+    if liked is not None and liked[0] == "clap":
+        stored = np.asarray(liked[1], np.float32)[:MAX_QUERY_AUDIO_WINDOWS]
+        audio_windows = stored if audio_windows is None else np.vstack([audio_windows, stored])
+    if audio_windows is not None and bridge is not None:
+        in_clip.append(bridge.apply(_mean(list(audio_windows))[None, :])[0])
     by_space = {}
     if in_clip:
         by_space["clip"] = _mean(in_clip)[None, :]

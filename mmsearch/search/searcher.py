@@ -124,11 +124,15 @@ class Searcher:
         self._globs: dict[tuple[Modality, str], tuple[int, np.ndarray]] = {}
 
     def search(self, query: QueryVectors, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
-               strict_k: bool = False) -> SearchResult:
+               strict_k: bool = False, offset: int = 0, exclude_item: int | None = None) -> SearchResult:
+        """The ``k`` best files after the first ``offset`` (a page), ``SearchResult.more`` saying whether
+        any file follows; ``exclude_item``: leave that file out (the item a "more like this" query is)."""
         if kind not in KINDS:
             raise UsageError(f"{{opt:kind}} must be one of {', '.join(KINDS)}, not {kind!r}")
         if k < 1:
             raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
+        if offset < 0:
+            raise UsageError(f"{{opt:offset}} must be at least 0, not {offset}")
         glob = check_glob(path_glob) if path_glob is not None else None
         files = self.file_counts()
         notes = list(query.notes)
@@ -138,18 +142,20 @@ class Searcher:
         if not reachable:
             raise UsageError(f"this query cannot reach {'any indexed kind' if kind == 'all' else kind} files "
                              f"(no model bridges its space to theirs: fit the bridge first)")
-        available = sum(files.get(m.value, 0) for m in reachable)
-        if k > available:
+        available = sum(files.get(m.value, 0) for m in reachable) - (exclude_item is not None)
+        if k > available and not offset:
             if strict_k:
                 raise UsageError(f"{{opt:k}} {k} is more than the {available} files this store holds for {{opt:kind}} "
                                  f"{kind}")
             notes.append(f"only {available} file{'s' if available != 1 else ''} to search")
+        wanted = offset + k + 1  # one more than the page: is there a next one?
         hits = [hit for modality in reachable
-                for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], k, glob)]
+                for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], wanted, glob, exclude_item)]
         hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
-        return SearchResult(tuple(hits[:k]), tuple(notes))
+        return SearchResult(tuple(hits[offset:offset + k]), tuple(notes), more=len(hits) > offset + k)
 
-    def _search_one(self, modality: Modality, queries: np.ndarray, k: int, glob: str | None) -> list[Hit]:
+    def _search_one(self, modality: Modality, queries: np.ndarray, k: int, glob: str | None,
+                    exclude_item: int | None = None) -> list[Hit]:
         """Search one index with one or more query rows (an audio query has one per window); a file's
         score is its best segment's score against any row. The search deepens while too few files come
         back (many segments of the same files)."""
@@ -164,13 +170,14 @@ class Searcher:
         pool = len(allowed) if allowed is not None else size
         depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
-            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k)
+            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k, exclude_item)
             if len(best) >= k or depth >= pool:
                 break
             depth = min(pool, depth * 4)
         return self._hits(modality, queries, best)
 
-    def _best_per_file(self, found: Neighbours, k: int) -> dict[int, tuple[float, SegmentRow, int]]:
+    def _best_per_file(self, found: Neighbours, k: int,
+                       exclude_item: int | None = None) -> dict[int, tuple[float, SegmentRow, int]]:
         """Item id -> (score, segment, query row) of the best segment of each of the first ``k`` files, best
         first. The few dozen ids are resolved from the catalog's in-memory rows: mapping every segment of a
         1M index to its file up front would cost the first query of a process half a second."""
@@ -186,7 +193,7 @@ class Searcher:
         best: dict[int, tuple[float, SegmentRow, int]] = {}
         for score, seg_id, row in pairs:
             segment = rows.get(seg_id)
-            if segment is not None and segment.item_id not in best:
+            if segment is not None and segment.item_id not in best and segment.item_id != exclude_item:
                 best[segment.item_id] = (score, segment, row)
                 if len(best) == k:
                     break

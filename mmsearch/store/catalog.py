@@ -102,6 +102,23 @@ class Catalog:
             rows = conn.execute(_ITEMS).fetchall()
         return {row[1]: _item(row) for row in rows}
 
+    def item(self, item_id: int) -> ItemRow | None:
+        """The file with catalog id ``item_id``, or None."""
+        with self._database.connection() as conn:
+            row = conn.execute(f"{_ITEMS} WHERE id = ?", (int(item_id),)).fetchone()
+        return _item(row) if row is not None else None
+
+    def item_vectors(self, item_id: int) -> tuple[Modality | None, np.ndarray]:
+        """(the file's modality, its segments' stored vectors in order), all from one snapshot; (None, empty)
+        for an id the catalog does not hold as indexed."""
+        with self._database.read() as conn:
+            row = conn.execute("SELECT modality FROM items WHERE id = ? AND state = ?", (int(item_id), INDEXED)).fetchone()
+            blobs = conn.execute("SELECT vectors.vector FROM segments JOIN vectors ON vectors.segment_id = segments.id "
+                                 "WHERE segments.item_id = ? ORDER BY segments.ordinal", (int(item_id),)).fetchall()
+        if row is None:
+            return None, np.empty((0, 0), np.float32)
+        return Modality(row[0]), np.frombuffer(b"".join(b[0] for b in blobs), dtype=np.float32).reshape(len(blobs), -1)
+
     def items_by_hash(self, hashes: Iterable[str]) -> dict[str, ItemRow]:
         """Indexed items with these content hashes (one per hash), to reuse their vectors."""
         found: dict[str, ItemRow] = {}

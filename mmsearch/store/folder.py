@@ -6,11 +6,11 @@ so a crash between a catalog commit and an index save loses nothing.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
-
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class Store:
         self.catalog = catalog
         self._indexes: dict[Modality, VectorBackend] = {}
         self._lock = None
+        self._seen_marker: int | None = None
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -150,6 +151,26 @@ class Store:
         recorded = self.model_for(SPACE_OF[modality])
         return int(recorded["dim"]) if recorded else None
 
+    # -- indexed roots ---------------------------------------------------------------------------------
+    def roots(self) -> list[str]:
+        """The folders and files given to ``index`` (absolute paths), less those removed whole since; what
+        a file must still lie under to be served (``media``). Stores made before roots were recorded: []."""
+        try:
+            return sorted(json.loads(self.catalog.info().get("roots", "[]")))
+        except ValueError:
+            return []
+
+    def add_roots(self, paths: Iterable[Path | str]) -> None:
+        """Record ``paths`` as indexed roots (the writer does, when an index run starts)."""
+        roots = set(self.roots()) | {os.path.abspath(p) for p in paths}
+        self.catalog.set_info(roots=json.dumps(sorted(roots)))
+
+    def drop_roots(self, paths: Iterable[Path | str]) -> None:
+        """Forget the roots at or below ``paths`` (their files were removed from the store)."""
+        doomed = [os.path.abspath(p) for p in paths]
+        roots = [r for r in self.roots() if not any(r == d or r.startswith(d.rstrip(os.sep) + os.sep) for d in doomed)]
+        self.catalog.set_info(roots=json.dumps(roots))
+
     # -- vector indexes --------------------------------------------------------------------------------
     def index_path(self, modality: Modality) -> Path:
         return self.path / f"{modality.value}.faiss"
@@ -181,6 +202,20 @@ class Store:
             self.reconcile(modality, index)
         self._indexes[modality] = index
         return index
+
+    def catch_up(self) -> bool:
+        """For a long-lived reader (the HTTP server): when anything has committed to the catalog since the
+        last call (another process indexing, say), drop the loaded indexes that no longer hold exactly the
+        catalog's vectors, so the next ``index()`` reads the file again and reconciles it. One statement
+        when nothing changed; True when something had (counts and samples read from the catalog are stale)."""
+        marker = self.catalog.change_marker()
+        if marker == self._seen_marker:
+            return False
+        self._seen_marker = marker
+        stale = [m for m, index in self._indexes.items() if not self.in_step(m, index)]
+        for modality in stale:
+            del self._indexes[modality]
+        return True
 
     def in_step(self, modality: Modality, index: VectorBackend) -> bool:
         """True when ``index`` provably holds exactly the catalog's segments of ``modality``, from their
