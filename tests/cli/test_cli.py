@@ -55,6 +55,18 @@ def test_search_json(store, media):
     assert image_hits[0]["path"] == str(media / "photo0.png") and image_hits[0]["score"] == pytest.approx(1, abs=1e-4)
 
 
+def test_search_like_an_indexed_file(store, media):
+    """--like ID: the file's stored vectors are the query, and the file itself is left out."""
+    by_image = json.loads(cli("search", "--image", media / "photo3.png", "--kind", "image", "-k", "4", "--store", store,
+                              "--json").stdout)
+    assert by_image[0]["path"] == str(media / "photo3.png")
+    liked = json.loads(cli("search", "--like", by_image[0]["id"], "--kind", "image", "-k", "3", "--store", store,
+                           "--json").stdout)
+    assert [h["id"] for h in liked] == [h["id"] for h in by_image[1:]]
+    missing = cli("search", "--like", "987654", "--store", store)
+    assert missing.exit_code == 2 and "item 987654: no such item in this store" in missing.stderr
+
+
 def test_search_text_output(store):
     result = cli("search", "river", "--store", store, "--kind", "text", "-k", "2")
     assert result.exit_code == 0 and len([l for l in result.stdout.splitlines() if l.strip()]) == 4

@@ -1,0 +1,80 @@
+"""The web page as HTML (the browser tests drive it in Chromium): the search its URL names is rendered
+on the server, hits in rank order; names from the disk are escaped; the status lists failed files with
+their reasons; a bad query is a message on the page with a 4xx code."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import TINY, write_image, write_text
+
+from mmsearch.config import Settings
+from mmsearch.engine import Engine
+from mmsearch_server.app import create_app
+from mmsearch_server.page import PAGE_K
+
+HOSTILE = '<img src=x onerror="alert(1)">.png'
+
+
+@pytest.fixture
+def page_client(tmp_path, tiny_clip):
+    root = tmp_path / "media"
+    for i in range(30):
+        write_image(root / f"p{i:02d}.png", seed=i)
+    write_image(root / HOSTILE, seed=99)
+    write_text(root / "note.txt", "<script>alert('passage')</script> by the river")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    store = tmp_path / "store"
+    with Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), create=True,
+                     clip=tiny_clip) as engine:
+        engine.index([root])
+    engine = Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), clip=tiny_clip)
+    yield TestClient(create_app(engine))
+    engine.close()
+
+
+def _ids(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<li class="hit [^"]+" data-id="(\d+)"', html)]
+
+
+def test_the_url_names_the_search_and_the_server_renders_its_hits(page_client):
+    response = page_client.get("/", params={"q": "meadow", "kind": "image"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    api = page_client.get("/api/search", params={"q": "meadow", "kind": "image", "k": PAGE_K}).json()
+    assert _ids(response.text) == [hit["id"] for hit in api["hits"]] and len(api["hits"]) == PAGE_K
+    assert f'src="/api/items/{api["hits"][0]["id"]}/thumbnail"' in response.text
+    assert 'value="meadow"' in response.text and '<option value="image" selected>' in response.text
+    following = re.search(r'<a id="next" href="([^"]+)"', response.text).group(1).replace("&amp;", "&")
+    second = page_client.get(following)
+    api2 = page_client.get("/api/search", params={"q": "meadow", "kind": "image", "k": PAGE_K,
+                                                  "cursor": api["next"]}).json()
+    assert _ids(second.text) == [hit["id"] for hit in api2["hits"]] and 'data-rank="25"' in second.text
+    assert not set(_ids(second.text)) & set(_ids(response.text))
+
+
+def test_names_and_passages_from_disk_are_escaped(page_client):
+    html = page_client.get("/", params={"q": "river", "k": 40}).text + page_client.get("/", params={"q": "x"}).text
+    assert "<img src=x" not in html and "<script>alert" not in html
+    found = page_client.get("/api/search", params={"q": "river", "kind": "text", "k": 1}).json()["hits"][0]
+    assert "&lt;script&gt;" in page_client.get("/", params={"q": "river", "kind": "text"}).text
+    assert found["passage"].startswith("<script>")  # the API gives the text as it is: JSON, not HTML
+
+
+def test_status_panel_lists_counts_and_failed_files_with_reasons(page_client):
+    html = page_client.get("/").text
+    assert '<details id="status">' in html and "31 images, 1 texts" in html and "1 failed" in html
+    assert "broken.jpg</code>: " in html and "decoded" in html
+
+
+def test_more_like_this_links_and_bad_queries(page_client):
+    html = page_client.get("/", params={"q": "meadow"}).text
+    like = re.search(r'<a class="like" href="/\?like=(\d+)&amp;kind=all">', html)
+    liked = page_client.get("/", params={"like": like.group(1)})
+    assert liked.status_code == 200 and int(like.group(1)) not in _ids(liked.text) and _ids(liked.text)
+    bad = page_client.get("/", params={"q": "x", "kind": "image", "cursor": "nonsense"})
+    assert bad.status_code == 422 and "not a cursor" in bad.text
+    missing = page_client.get("/", params={"like": "424242"})
+    assert missing.status_code == 404 and "no such item" in missing.text
+    assert page_client.get("/", params={"like": "abc"}).status_code == 422
