@@ -79,8 +79,10 @@ class Served:
             return
         try:
             self.search(Query(text="a photo"), k=1)
+            if counts.get("image") or counts.get("text"):  # and the image tower, for uploaded images
+                self.engine.towers.clip(Query(image=Path("warm-up")), [])
         except MMSearchError as exc:
-            log.warning("warm-up search failed: %s", exc)
+            log.warning("warm-up failed: %s", exc)
 
 
 def create_app(engine: Engine, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD):

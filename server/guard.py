@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from .errors import HTTPProblem
 
@@ -65,8 +65,9 @@ class Guard:
             given.append(auth[7:].strip())
         if HEADER in headers:
             given.append(headers[HEADER].decode("latin-1"))
-        if COOKIE in _cookies(headers):
-            given.append(_cookies(headers)[COOKIE])
+        cookies = _cookies(headers)
+        if COOKIE in cookies:
+            given.append(unquote(cookies[COOKIE]))
         return any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given)
 
     async def __call__(self, scope, receive, send):
@@ -79,7 +80,7 @@ class Guard:
                     hmac.compare_digest(query["token"].encode(), self.token.encode()):
                 rest = urlencode({k: v for k, v in query.items() if k != "token"})
                 location = scope["path"] + (f"?{rest}" if rest else "")
-                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                cookie = f"{COOKIE}={quote(self.token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
                 await send({"type": "http.response.start", "status": 303,
                             "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                                         (b"content-length", b"0")]})

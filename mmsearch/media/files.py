@@ -48,7 +48,8 @@ def item_file(store: Store, item_id: int) -> ItemFile:
     row = store.catalog.item(item_id)
     if row is None or row.state != INDEXED:
         raise ItemNotFoundError(item_id)
-    roots = [root for root in store.roots() if _within(row.path, root)] if store.roots() else [os.path.dirname(row.path)]
+    recorded = store.roots()
+    roots = [root for root in recorded if _within(row.path, root)] if recorded else [os.path.dirname(row.path)]
     if not roots:
         raise ItemNotFoundError(item_id, "its folder is no longer indexed")
     real = os.path.realpath(row.path)
