@@ -14,9 +14,9 @@ from .bench import PRECISION_HELP, bench_app
 from .errors import fail, guarded  # noqa: F401  (fail: re-exported for commands)
 from .index_admin import register as register_index_admin
 from .maintenance import index_reembed, register as register_maintenance
+from .output import BarProgress, emit_json, print_notes, print_report, print_status, report_json, status_json
+from .search import register as register_search
 from .serve import register as register_serve
-from .output import (BarProgress, emit_json, hit_json, print_hits, print_notes, print_report, print_status, report_json,
-                     status_json)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cross-modal search over folders of images, text and audio.")
@@ -74,36 +74,7 @@ def index(
         print_report(report)
 
 
-@app.command()
-@guarded
-def search(
-    text: Optional[str] = typer.Argument(None, help="Text to search for."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Search with an image file (alone or with TEXT)."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Search with an audio file (its first 47.5 s)."),
-    like: Optional[int] = typer.Option(None, "--like", help="More like this: an indexed file's id (`id` in --json "
-                                       "output); its stored vectors are the query, and it is left out of the hits."),
-    kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio or all."),
-    k: Optional[int] = typer.Option(None, "-k", help="Number of hits (files), default 10."),
-    path: Optional[str] = typer.Option(None, "--path", help="Only files whose absolute path matches this glob."),
-    store: Optional[Path] = StoreOption,
-    model: Optional[str] = ModelOption,
-    audio_model: Optional[str] = AudioModelOption,
-    json: bool = JsonOption,
-) -> None:
-    """Nearest files to a text, image and/or audio query. Scores are cosine similarities in the space
-    searched; --kind all ranks hits from different indexes by a calibrated score (see README)."""
-    from mmsearch.engine import Engine
-    from mmsearch.search.queries import Query
-
-    settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
-    with Engine.open(settings) as engine:
-        result = engine.search(Query(text=text, image=image, audio=audio, like=like), kind=kind, k=k if k is not None else 10,
-                               path_glob=path, strict_k=k is not None)
-    print_notes(result.notes)
-    if json:
-        emit_json([hit_json(hit) for hit in result.hits])
-    else:
-        print_hits(result.hits)
+register_search(app, StoreOption, ModelOption, AudioModelOption, JsonOption)  # search
 
 
 @app.command()

@@ -24,15 +24,18 @@ from .encoders.image_exported import CLIP_IMAGE
 from .encoders.precision import describe_image_runtime
 from .encoders.runtime import default_batch_size, default_workers
 from .encoders.specs import fingerprint, parse_spec
-from .errors import ItemNotFoundError, MMSearchError, ModelLoadError, ModelMismatchError, UsageError
+from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
 from .media.files import ItemFile, item_file
 from .media.thumbnails import DEFAULT_SIZE, Thumbnails
 from .progress import Progress
 from .records import IndexReport, Modality, SearchResult, StoreStatus
-from .search.queries import Query, embed_query
+from .search.filters import Filters
+from .search.fusion import RRF_K, run_query
+from .search.liked import resolve_likes, segment_vectors, stored_vectors
+from .search.queries import NATIVE, Query, embed_parts
 from .search.searcher import Searcher
 from .search.towers import QueryTowers, describe_export
-from .store.folder import SPACE_OF, Store
+from .store.folder import Store
 
 log = logging.getLogger(__name__)
 
@@ -223,56 +226,59 @@ class Engine:
 
     def search(self, query: Query | str | None = None, *, image: Path | str | None = None,
                audio: Path | str | None = None, kind: str = "all", k: int = 10, path_glob: str | None = None,
-               strict_k: bool = False, offset: int = 0) -> SearchResult:
+               strict_k: bool = False, offset: int = 0, fusion: str = "auto", rrf_k: float = RRF_K,
+               cutoff: str | None = None, min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
         """The ``k`` files nearest a query: text (``query`` as a string), an ``image`` file, an ``audio`` file
-        (its first 47.5 s), or text and files together; or a ``Query`` holding them (``Query.like``: an
-        indexed file's id, "more like this", which is left out of its own hits). ``kind``: image, text,
-        audio or all (ranked by calibrated score). ``path_glob``: only files whose absolute path matches
-        (``*``, ``?``, ``[...]``; a relative pattern matches below any folder). ``strict_k``: refuse a ``k``
-        larger than the files there are (else fewer hits come back, with a note). ``offset``: skip the
-        best ``offset`` files (a next page; ``SearchResult.more`` says whether there is one). A long-lived
-        engine sees what other processes indexed meanwhile (``Store.catch_up``)."""
+        (its first 47.5 s), or text and files together; or a ``Query`` holding them and any number of
+        weighted ``Part``s (a ``like`` part: an indexed file's id or path, "more like this", left out of
+        its own hits). ``kind``: image, text, audio or all (ranked by calibrated score). ``path_glob``:
+        only files whose absolute path matches (``*``, ``?``, ``[...]``; a relative pattern matches below
+        any folder); ``filters``: also a modification time or audio duration range (``Filters``), all applied
+        inside the search. ``strict_k``: refuse a ``k`` larger than the files there are (else fewer hits come
+        back, with a note). ``offset``: skip the best ``offset`` files (``SearchResult.more`` says whether
+        a next page follows). Several parts are fused by ``fusion`` (auto, early, rrf with ``rrf_k``, or
+        score); ``cutoff="auto"`` and ``min_score`` drop the irrelevant tail (``search.fusion``). A
+        long-lived engine sees what other processes indexed meanwhile (``Store.catch_up``)."""
         query = _as_query(query, image, audio)
         if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
         if self.store.catch_up() or self._searcher is None:
             self._searcher = Searcher(self.store)
         files = self._searcher.file_counts()  # counting scans the catalog: kept while the indexes keep their size
-        liked = self._liked(query.like) if query.like is not None else None
-        wants_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or query.image \
-            or (liked is not None and liked[0] == "clip")
-        wants_clap = (kind in ("all", "audio") and files.get("audio")) or query.audio \
-            or (liked is not None and liked[0] == "clap")
+        parts = resolve_likes(self.store, query.all_parts())
+        liked = {p.value: stored_vectors(self.store, p.value) for p in parts if p.kind == "like"}
+        spaces = {space for space, _ in liked.values()}
+        needs = Query(text=query.first("text"), image=query.first("image"), audio=query.first("audio"))
+        reaches_clip = kind in ("all", "image", "text") and (files.get("image") or files.get("text"))
+        reaches_clap = kind in ("all", "audio") and files.get("audio")
         notes: list[str] = []
-        if wants_clip:
+        if reaches_clip or needs.image is not None or "clip" in spaces:
             self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
-        clip = self.towers.clip(query, notes) if wants_clip else None
+        wants_clip = (needs.text is not None and reaches_clip) or needs.image is not None  # an encoder to embed with
+        clip = self.towers.clip(needs, notes) if wants_clip else None
         clap = None
-        if wants_clap:
+        if (needs.text is not None and reaches_clap) or needs.audio is not None:
             try:
-                clap = self.towers.clap(query, notes) if self.clap_spec() is not None else self.clap
+                clap = self.towers.clap(needs, notes) if self.clap_spec() is not None else self.clap
             except (ModelLoadError, UsageError) as exc:
-                if kind == "audio" or query.audio is not None:
+                if kind == "audio" or needs.audio is not None:
                     raise
                 notes.append(f"audio files not searched: {exc}")
-        bridge = self.bridge() if clip is not None and clap is not None else None
+        natives = [NATIVE[p.kind] if p.kind in NATIVE else frozenset({liked[p.value][0]}) for p in parts]
+        crossing = (reaches_clip and any("clip" not in n for n in natives)) or \
+            (reaches_clap and any("clap" not in n for n in natives))  # a part must be mapped across
+        bridge = self.bridge() if crossing and self.clap_spec() is not None else None
         vectors = None
         while vectors is None:  # each export that loaded but fails to run is given up: at most both
             try:
-                vectors = embed_query(query, clip=clip, clap=clap, bridge=bridge, liked=liked)
+                vectors, read = embed_parts(parts, clip=clip, clap=clap, bridge=bridge, liked=liked)
             except ExportUnusable as exc:  # the torch model answers for it instead
                 self.towers.give_up(exc, notes)
                 clip, clap = (clip, self.clap) if exc.folder.name == CLAP_TEXT else (self.clip, clap)
-        result = self._searcher.search(vectors, kind=kind, k=k, path_glob=path_glob, strict_k=strict_k,
-                                       offset=offset, exclude_item=query.like)
-        return replace(result, notes=tuple(notes) + result.notes)
-
-    def _liked(self, item_id: int) -> tuple[str, np.ndarray]:
-        """(model space, stored vectors) of the indexed file ``item_id``, for a "more like this" query."""
-        modality, vectors = self.store.catalog.item_vectors(item_id)
-        if modality is None or not len(vectors):
-            raise ItemNotFoundError(item_id)
-        return SPACE_OF[modality], vectors
+        filters = replace(filters or Filters(), path_glob=path_glob) if path_glob is not None else filters or Filters()
+        return run_query(self._searcher, vectors, notes + read, kind=kind, k=k, offset=offset, filters=filters,
+                         strict_k=strict_k, fusion=fusion, rrf_k=rrf_k, cutoff=cutoff, min_score=min_score,
+                         exclude=liked.keys(), fetch=lambda space, ids: segment_vectors(self.store, space, ids))
 
     @property
     def towers(self) -> QueryTowers:

@@ -73,6 +73,9 @@ class Hit:
     passage: str | None = None
     start: float | None = None
     end: float | None = None
+    parts: tuple[float | None, ...] | None = None
+    """For a query of several parts: each part's cosine to this hit (its best segment), in the query's
+    order; None where the part did not reach it (``search.fusion``)."""
 
     def as_json(self) -> dict:
         """The hit as the CLI's ``--json`` and the HTTP API give it: ``id`` (the file's catalog id), ``path``,
@@ -83,6 +86,8 @@ class Hit:
             data["passage"] = self.passage
         if self.start is not None:
             data["start"], data["end"] = self.start, self.end
+        if self.parts is not None:
+            data["parts"] = list(self.parts)
         return data
 
 
@@ -93,6 +98,10 @@ class SearchResult:
     """Things the user should know about how the query was read (e.g. text truncated to the model's context)."""
     more: bool = False
     """Whether files follow the last hit (a next page: ``offset`` + ``k``)."""
+    cut: int = 0
+    """Hits dropped by a relevance cut-off (``cutoff``, ``min_score``), among those it looked at."""
+    fusion: str | None = None
+    """How a query of several parts was put together: early, rrf or score (None for one part)."""
 
 
 @dataclass(frozen=True)

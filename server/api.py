@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -15,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from mmsearch.errors import ItemNotFoundError, MMSearchError
 from mmsearch.media.thumbnails import DEFAULT_SIZE
 from mmsearch.records import Modality
-from mmsearch.search.queries import Query
+from mmsearch.search.queries import Part
 
 from .errors import HTTPProblem, status_of, worded
+from .params import FIELDS, read_search
 
 router = APIRouter(prefix="/api")
 
@@ -26,15 +27,20 @@ KIND = Param("all", description="image, text, audio or all (ranked by calibrated
 PATH = Param(None, description="Only files whose absolute path matches this glob (a relative one matches below "
                                "any folder).")
 CURSOR = Param(None, description="The `next` value of the previous page.")
-LIKE = Param(None, description="More like this: an indexed file's `id`; its stored vectors are the query (with `q`, "
-                               "their mean), and it is left out of its own hits.")
+TEXTS = Param([], description="Text parts, `VALUE[:WEIGHT]` (repeat the parameter for more; a negative weight "
+                               "means less of it).")
+LIKES = Param([], description="More like this: indexed files as parts, `ID[:WEIGHT]` (repeatable); their stored "
+                              "vectors are the query, and they are left out of the hits.")
+FUSION = Param("auto", description="auto, early, rrf or score: how several parts are put together (README).")
 UPLOAD_PARTS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+MAX_FILES = 8
+_FIELD_SCHEMA = {name: {"type": "string"} for name in FIELDS}
 MULTIPART = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "type": "object",
-    "properties": {"q": {"type": "string"}, "kind": {"type": "string"}, "k": {"type": "integer"},
-                   "path": {"type": "string"}, "cursor": {"type": "string"}, "like": {"type": "integer"},
-                   "image": {"type": "string", "format": "binary"}, "audio": {"type": "string", "format": "binary"}}}}},
+    "properties": {**_FIELD_SCHEMA, "image": {"type": "string", "format": "binary"},
+                   "audio": {"type": "string", "format": "binary"},
+                   "image_weight": {"type": "number"}, "audio_weight": {"type": "number"}}}}},
     "required": True}}
 
 
@@ -42,46 +48,53 @@ def served(request: Request):
     return request.app.state.served
 
 
-@router.get("/search", summary="Search with text and/or an indexed file's id")
-def search(request: Request, q: Optional[str] = Param(None, description="Text to search for."), kind: str = KIND,
-           k: int = K, path: Optional[str] = PATH, cursor: Optional[str] = CURSOR, like: Optional[int] = LIKE) -> dict:
-    """`{"hits": [...], "next": cursor or null, "notes": [...]}`; each hit: `id`, `path`, `modality`, `score`,
-    `calibrated`, and `passage` (text) or `start`/`end` seconds (audio)."""
-    return served(request).search(Query(text=q, like=like), kind=kind, k=k, path=path, cursor=cursor)
+@router.get("/search", summary="Search with text, indexed files' ids, or both")
+def search(request: Request, q: Optional[str] = Param(None, description="Text to search for (weight 1)."),
+           text: List[str] = TEXTS, like: List[str] = LIKES, kind: str = KIND, k: int = K, path: Optional[str] = PATH,
+           cursor: Optional[str] = CURSOR, fusion: str = FUSION, rrf_k: Optional[float] = None,
+           cutoff: Optional[str] = Param(None, description="auto: drop the hits after the largest drop in score."),
+           min_score: Optional[float] = Param(None, description="Drop hits whose calibrated (or fused) score is "
+                                                                 "below this."),
+           modified_after: Optional[str] = None, modified_before: Optional[str] = None,
+           min_duration: Optional[float] = None, max_duration: Optional[float] = None) -> dict:
+    """`{"hits": [...], "next": cursor or null, "notes": [...], "cut": n, "fusion": method or null}`; each hit:
+    `id`, `path`, `modality`, `score`, `calibrated`, `passage` (text) or `start`/`end` seconds (audio), and for
+    a query of several parts `parts` (each part's cosine to it, null where it did not reach it)."""
+    query, options = read_search(request.query_params.getlist)
+    return served(request).search(query, **options)
 
 
-@router.post("/search", summary="Search with uploaded image/audio files (and text)", openapi_extra=MULTIPART)
+@router.post("/search", summary="Search with uploaded image/audio files (and text, indexed files)",
+             openapi_extra=MULTIPART)
 async def search_upload(request: Request) -> JSONResponse:
-    """Multipart form: `image` and/or `audio` files, and the fields of GET /api/search (`q`, `kind`, `k`,
-    `path`, `cursor`, `like`). Uploads are decoded as indexing decodes files; the size limit is the
-    server's `--max-upload-mb` (default 25 MiB, all parts together)."""
-    form = await request.form(max_files=2, max_fields=10)
+    """Multipart form: `image` and/or `audio` files (repeatable; `image_weight`/`audio_weight` fields give
+    their weights in the same order), and the fields of GET /api/search. Uploads are decoded as indexing
+    decodes files; the size limit is the server's `--max-upload-mb` (default 25 MiB, all parts together)."""
+    form = await request.form(max_files=MAX_FILES, max_fields=40)
+    for key, value in form.multi_items():
+        if key not in UPLOAD_PARTS and not isinstance(value, str):
+            raise HTTPProblem(422, f"{key}: a text field, not a file")
     with tempfile.TemporaryDirectory(prefix="mmsearch-upload-") as folder:
-        files, names = {}, {}
+        uploaded, names = [], {}
         for part in UPLOAD_PARTS:
-            upload = form.get(part)
-            if upload is None or isinstance(upload, str):
-                if upload:
+            weights = form.getlist(f"{part}_weight")
+            for n, upload in enumerate(form.getlist(part)):
+                if isinstance(upload, str):
                     raise HTTPProblem(422, f"{part}: send a file, not a text field")
-                continue
-            name = os.path.basename(upload.filename or part)
-            target = Path(folder) / (part + (_SUFFIX.search(name).group(0).lower() if _SUFFIX.search(name) else ""))
-            with open(target, "wb") as out:
-                while chunk := await upload.read(1 << 20):
-                    out.write(chunk)
-            if not target.stat().st_size:
-                raise HTTPProblem(422, f"{part} upload {name!r} is empty")
-            files[part], names[str(target)] = target, f"upload {name!r}"
-        fields = {key: form.get(key) for key in ("q", "kind", "k", "path", "cursor", "like")}
-        for key, value in fields.items():
-            if value is not None and not isinstance(value, str):
-                raise HTTPProblem(422, f"{key}: a text field, not a file")
-        query = Query(text=fields["q"] or None, image=files.get("image"), audio=files.get("audio"),
-                      like=_integer("like", fields["like"]))
+                name = os.path.basename(upload.filename or part)
+                suffix = _SUFFIX.search(name)
+                target = Path(folder) / f"{part}{n}{suffix.group(0).lower() if suffix else ''}"
+                with open(target, "wb") as out:
+                    while chunk := await upload.read(1 << 20):
+                        out.write(chunk)
+                if not target.stat().st_size:
+                    raise HTTPProblem(422, f"{part} upload {name!r} is empty")
+                weight = _weight(f"{part}_weight", weights[n]) if n < len(weights) else 1.0
+                uploaded.append(Part(part, target, weight))
+                names[str(target)] = f"upload {name!r}"
         try:
-            body = await run_in_threadpool(served(request).search, query, kind=fields["kind"] or "all",
-                                           k=_integer("k", fields["k"]) or 10, path=fields["path"],
-                                           cursor=fields["cursor"])
+            query, options = read_search(lambda key: [str(v) for v in form.getlist(key)], tuple(uploaded))
+            body = await run_in_threadpool(served(request).search, query, **options)
         except MMSearchError as exc:
             message = worded(exc)
             for temporary, name in names.items():
@@ -90,13 +103,14 @@ async def search_upload(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-def _integer(name: str, value: str | None) -> int | None:
-    if value in (None, ""):
-        return None
+def _weight(name: str, value: str) -> float:
     try:
-        return int(value)
+        weight = float(value)
     except ValueError:
-        raise HTTPProblem(422, f"{name}: not a whole number: {value[:40]!r}") from None
+        raise HTTPProblem(422, f"{name}: not a number: {value[:40]!r}") from None
+    if weight != weight or weight in (float("inf"), float("-inf")):
+        raise HTTPProblem(422, f"{name}: must be a finite number")
+    return weight
 
 
 def _item_id(text: str) -> int:

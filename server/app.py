@@ -47,18 +47,19 @@ class Served:
         self._status: tuple[int, dict] | None = None
 
     def search(self, query: Query, *, kind: str = "all", k: int = 10, path: str | None = None,
-               cursor: str | None = None) -> dict:
-        """One page of hits as the API answers it: ``{"hits": [...], "next": cursor or null, "notes": [...]}``."""
+               cursor: str | None = None, **options) -> dict:
+        """One page of hits as the API answers it: ``{"hits": [...], "next": cursor or null, "notes": [...],
+        "cut": n, "fusion": method or null}``; ``options``: ``Engine.search``'s fusion, cut-off and filters."""
         offset = decode_cursor(cursor)
         if not 1 <= k <= MAX_K:
             raise HTTPProblem(422, f"k: must be between 1 and {MAX_K}, not {k}")
         if offset + k > MAX_DEPTH:
             raise HTTPProblem(422, f"cursor: pages end at the {MAX_DEPTH}th hit")
         with self.lock:
-            result = self.engine.search(query, kind=kind, k=k, path_glob=path or None, offset=offset)
+            result = self.engine.search(query, kind=kind, k=k, path_glob=path or None, offset=offset, **options)
         more = result.more and offset + 2 * k <= MAX_DEPTH
         return {"hits": [hit.as_json() for hit in result.hits], "next": encode_cursor(offset + k) if more else None,
-                "notes": list(result.notes)}
+                "notes": list(result.notes), "cut": result.cut, "fusion": result.fusion}
 
     def status(self) -> dict:
         """``Engine.status`` as JSON, made again only when the catalog has changed."""

@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Collection
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from ..index.backend import Neighbours
 from ..records import Hit, Modality, SearchResult
 from ..store.folder import SPACE_OF, Store
 from ..store.rows import SegmentRow
+from .filters import Filters, check_glob  # noqa: F401  (check_glob: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +41,11 @@ class QueryVectors:
     notes: tuple[str, ...] = ()
 
 
-def check_glob(pattern: str) -> str:
-    """Validate a path glob and anchor relative patterns so they match anywhere below a folder."""
-    if not pattern.strip():
-        raise UsageError("{opt:path_glob}: empty glob")
-    depth = 0
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "[":
-            close = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("]", "!", "^") else i + 1)
-            if close < 0:
-                raise UsageError(f"{{opt:path_glob}} {pattern!r}: unclosed '[' in glob")
-            i = close
-        elif ch == "]" and depth == 0 and "[" not in pattern[:i]:
-            raise UsageError(f"{{opt:path_glob}} {pattern!r}: ']' without '[' in glob")
-        i += 1
-    if not pattern.startswith(("/", "*")):
-        pattern = "*/" + pattern
-    return pattern
+def check_page(k: int, offset: int) -> None:
+    if k < 1:
+        raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
+    if offset < 0:
+        raise UsageError(f"{{opt:offset}} must be at least 0, not {offset}")
 
 
 class Calibration:
@@ -121,19 +109,22 @@ class Searcher:
         self.store = store
         self._stats: dict[Modality, Calibration | None] = {}
         self._counts: tuple[tuple, dict[str, int]] | None = None
-        self._globs: dict[tuple[Modality, str], tuple[int, np.ndarray]] = {}
+        self._allowed: dict[tuple[Modality, Filters], tuple[int, np.ndarray]] = {}
 
     def search(self, query: QueryVectors, *, kind: str = "all", k: int = 10, path_glob: str | None = None,
-               strict_k: bool = False, offset: int = 0, exclude_item: int | None = None) -> SearchResult:
+               filters: Filters | None = None,
+               strict_k: bool = False, offset: int = 0, exclude: Collection[int] = (),
+               say_when_short: bool = True) -> SearchResult:
         """The ``k`` best files after the first ``offset`` (a page), ``SearchResult.more`` saying whether
-        any file follows; ``exclude_item``: leave that file out (the item a "more like this" query is)."""
+        any file follows; ``exclude``: leave those files out (the items a "more like this" query is)."""
         if kind not in KINDS:
             raise UsageError(f"{{opt:kind}} must be one of {', '.join(KINDS)}, not {kind!r}")
-        if k < 1:
-            raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
-        if offset < 0:
-            raise UsageError(f"{{opt:offset}} must be at least 0, not {offset}")
-        glob = check_glob(path_glob) if path_glob is not None else None
+        check_page(k, offset)
+        filters = filters or Filters()
+        if path_glob is not None:
+            filters = Filters(path_glob, filters.modified_after, filters.modified_before, filters.min_duration,
+                              filters.max_duration)
+        chosen = filters if filters.active else None
         files = self.file_counts()
         notes = list(query.notes)
         reachable = [m for m in TARGETS[kind] if SPACE_OF[m] in query.by_space and files.get(m.value)]
@@ -142,20 +133,21 @@ class Searcher:
         if not reachable:
             raise UsageError(f"this query cannot reach {'any indexed kind' if kind == 'all' else kind} files "
                              f"(no model bridges its space to theirs: fit the bridge first)")
-        available = sum(files.get(m.value, 0) for m in reachable) - (exclude_item is not None)
-        if k > available and not offset:
+        exclude = frozenset(int(i) for i in exclude)
+        available = sum(files.get(m.value, 0) for m in reachable) - len(exclude)
+        if k > available and not offset and say_when_short:
             if strict_k:
                 raise UsageError(f"{{opt:k}} {k} is more than the {available} files this store holds for {{opt:kind}} "
                                  f"{kind}")
             notes.append(f"only {available} file{'s' if available != 1 else ''} to search")
         wanted = offset + k + 1  # one more than the page: is there a next one?
         hits = [hit for modality in reachable
-                for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], wanted, glob, exclude_item)]
+                for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], wanted, chosen, exclude)]
         hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
         return SearchResult(tuple(hits[offset:offset + k]), tuple(notes), more=len(hits) > offset + k)
 
-    def _search_one(self, modality: Modality, queries: np.ndarray, k: int, glob: str | None,
-                    exclude_item: int | None = None) -> list[Hit]:
+    def _search_one(self, modality: Modality, queries: np.ndarray, k: int, filters: Filters | None,
+                    exclude: frozenset[int] = frozenset()) -> list[Hit]:
         """Search one index with one or more query rows (an audio query has one per window); a file's
         score is its best segment's score against any row. The search deepens while too few files come
         back (many segments of the same files)."""
@@ -163,21 +155,21 @@ class Searcher:
         size = len(index) if index is not None else 0
         if not size:
             return []
-        allowed = self._allowed_ids(modality, glob, size) if glob is not None else None
+        allowed = self._allowed_ids(modality, filters, size) if filters is not None else None
         if allowed is not None and not len(allowed):
             return []
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         pool = len(allowed) if allowed is not None else size
         depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
-            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k, exclude_item)
+            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k, exclude)
             if len(best) >= k or depth >= pool:
                 break
             depth = min(pool, depth * 4)
         return self._hits(modality, queries, best)
 
     def _best_per_file(self, found: Neighbours, k: int,
-                       exclude_item: int | None = None) -> dict[int, tuple[float, SegmentRow, int]]:
+                       exclude: frozenset[int] = frozenset()) -> dict[int, tuple[float, SegmentRow, int]]:
         """Item id -> (score, segment, query row) of the best segment of each of the first ``k`` files, best
         first. The few dozen ids are resolved from the catalog's in-memory rows: mapping every segment of a
         1M index to its file up front would cost the first query of a process half a second."""
@@ -193,7 +185,7 @@ class Searcher:
         best: dict[int, tuple[float, SegmentRow, int]] = {}
         for score, seg_id, row in pairs:
             segment = rows.get(seg_id)
-            if segment is not None and segment.item_id not in best and segment.item_id != exclude_item:
+            if segment is not None and segment.item_id not in best and segment.item_id not in exclude:
                 best[segment.item_id] = (score, segment, row)
                 if len(best) == k:
                     break
@@ -221,12 +213,14 @@ class Searcher:
             self._counts = (key, self.store.catalog.counts()[0])
         return self._counts[1]
 
-    def _allowed_ids(self, modality: Modality, glob: str, size: int) -> np.ndarray:
-        """Segment ids under a --path glob, kept for repeated queries until the index changes size."""
-        cached = self._globs.get((modality, glob))
+    def _allowed_ids(self, modality: Modality, filters: Filters, size: int) -> np.ndarray:
+        """Segment ids the filters allow, kept for repeated queries until the index changes size."""
+        if filters.has_duration and modality != Modality.AUDIO:
+            return np.empty(0, np.int64)  # only sounds have a duration
+        cached = self._allowed.get((modality, filters))
         if cached is None or cached[0] != size:
-            cached = (size, self.store.catalog.segment_ids(modality, glob))
-            self._globs[(modality, glob)] = cached
+            cached = (size, self.store.catalog.segment_ids(modality, filters.path_glob, **filters.catalog_args()))
+            self._allowed[(modality, filters)] = cached
         return cached[1]
 
     def _calibration(self, modality: Modality, queries: np.ndarray) -> tuple[list[float], list[float]]:

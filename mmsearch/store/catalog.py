@@ -191,10 +191,10 @@ class Catalog:
         matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
         return found, matrix
 
-    def segment_ids(self, modality: Modality, path_glob: str | None = None) -> np.ndarray:
+    def segment_ids(self, modality: Modality, path_glob: str | None = None, **filters) -> np.ndarray:
         """``CatalogReader.segment_ids`` in a snapshot of its own."""
         with self.snapshot() as read:
-            return read.segment_ids(modality, path_glob)
+            return read.segment_ids(modality, path_glob, **filters)
 
     def segment_count(self, modality: Modality) -> tuple[int, int]:
         """(segments of ``modality``, the newest one's id or 0)."""

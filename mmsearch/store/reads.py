@@ -25,11 +25,14 @@ segments.id (equal to vectors.segment_id), so SQLite walks the (modality, id) in
 chunk; ordered on vectors.segment_id it sorted every remaining row, vectors included, for each chunk:
 quadratic, hours at 10M vectors."""
 SEGMENTS_SQL = "SELECT id FROM segments WHERE modality = ?"
-GLOB_SEGMENTS_SQL = ("SELECT segments.id FROM items CROSS JOIN segments ON segments.item_id = items.id "
-                     "WHERE items.path GLOB ? AND segments.modality = ?")
-"""With a glob, items are read first (CROSS JOIN fixes the order): a glob with a literal prefix
+FILTERED_SEGMENTS_SQL = ("SELECT segments.id FROM items CROSS JOIN segments ON segments.item_id = items.id "
+                         "WHERE segments.modality = ?")
+"""With filters, items are read first (CROSS JOIN fixes the order): a glob with a literal prefix
 (``/photos/2021/*``) reads only that range of the path index (``PREFIX_RANGE`` is added), not every
 segment of the modality; one that starts with a wildcard reads the path index once."""
+DURATION_SQL = (' AND items.id IN (SELECT item_id FROM segments WHERE modality = \'audio\' GROUP BY item_id '
+                'HAVING {})')
+"""An audio file's duration: the end of its last window."""
 PREFIX_RANGE = " AND items.path >= ? AND items.path < ?"
 
 
@@ -64,17 +67,34 @@ class CatalogReader:
         return [int(row[0]) for row in self._conn.execute(query, tuple(params))]
 
     # -- what indexing and search read -----------------------------------------------------------------
-    def segment_ids(self, modality: Modality, path_glob: str | None = None) -> np.ndarray:
+    def segment_ids(self, modality: Modality, path_glob: str | None = None, *,
+                    modified: tuple[int | None, int | None] | None = None,
+                    duration: tuple[float | None, float | None] | None = None) -> np.ndarray:
         """Ids of the segments of a modality, optionally only those whose file path matches a glob
-        (SQLite GLOB: ``*``, ``?``, ``[...]``, case-sensitive), answered from the catalog's indexes."""
-        if path_glob is None:
+        (SQLite GLOB: ``*``, ``?``, ``[...]``, case-sensitive), answered from the catalog's indexes;
+        ``modified``: (from, before) modification times in ns, either None for open; ``duration``: (at
+        least, at most) seconds, an audio file's length being its last window's end."""
+        if path_glob is None and modified is None and duration is None:
             query, params = SEGMENTS_SQL, (modality.value,)
         else:
-            query, params = GLOB_SEGMENTS_SQL, (path_glob, modality.value)
-            bounds = glob_prefix_range(path_glob)
-            if bounds is not None:
-                query += PREFIX_RANGE
-                params += bounds
+            query, params = FILTERED_SEGMENTS_SQL, (modality.value,)
+            if path_glob is not None:
+                query += " AND items.path GLOB ?"
+                params += (path_glob,)
+                bounds = glob_prefix_range(path_glob)
+                if bounds is not None:
+                    query += PREFIX_RANGE
+                    params += bounds
+            for column, (low, high) in (("items.mtime_ns", modified or (None, None)),):
+                if low is not None:
+                    query, params = query + f" AND {column} >= ?", params + (int(low),)
+                if high is not None:
+                    query, params = query + f" AND {column} < ?", params + (int(high),)
+            if duration is not None:
+                having = " AND ".join(clause for clause, bound in (('MAX("end") >= ?', duration[0]),
+                                                                   ('MAX("end") <= ?', duration[1])) if bound is not None)
+                query += DURATION_SQL.format(having or "1")
+                params += tuple(float(b) for b in duration if b is not None)
         return np.fromiter((row[0] for row in self._conn.execute(query, params)), dtype=np.int64)
 
     def segment_count(self, modality: Modality) -> tuple[int, int]:

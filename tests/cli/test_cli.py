@@ -67,6 +67,30 @@ def test_search_like_an_indexed_file(store, media):
     assert missing.exit_code == 2 and "item 987654: no such item in this store" in missing.stderr
 
 
+def test_composed_queries_from_the_command_line(store, media):
+    """The README's composed-query examples, with test-tiny."""
+    base = ["--store", store, "--json"]
+    photo = json.loads(cli("search", "--image", media / "photo0.png", "--kind", "image", "-k", "1", *base).stdout)[0]
+    hits = json.loads(cli("search", "harbour", "--text", "river:2", "--image", f"{media / 'photo1.png'}:0.5",
+                          "--like", f"{photo['id']}:-1", "--fusion", "rrf", "-k", "4", *base).stdout)
+    assert len(hits) == 4 and all(len(h["parts"]) == 4 for h in hits)  # harbour, river, photo1, like photo0
+    assert photo["id"] not in [h["id"] for h in hits]
+    early = json.loads(cli("search", "--text", "river", "--like", str(media / "photo2.png"), "--kind", "image",
+                           "-k", "3", *base).stdout)
+    assert [len(h["parts"]) for h in early] == [2, 2, 2] and all(h["parts"][1] is not None for h in early)
+    cut = json.loads(cli("search", "river", "--kind", "image", "--cutoff", "auto", *base).stdout)
+    assert set(cut) == {"hits", "cut", "more"} and len(cut["hits"]) + cut["cut"] == 6
+    first, second = (json.loads(cli("search", "river", "-k", "3", "--offset", str(o), *base).stdout) for o in (0, 3))
+    whole = json.loads(cli("search", "river", "-k", "6", *base).stdout)
+    assert [h["id"] for h in first + second] == [h["id"] for h in whole]
+    recent = json.loads(cli("search", "river", "--modified-after", "2000-01-01", "--modified-before", "2999-01-01",
+                            "-k", "3", *base).stdout)
+    assert len(recent) == 3
+    assert json.loads(cli("search", "river", "--modified-before", "2000-01-01", *base).stdout) == []
+    bad = cli("search", "--text", "river:inf", "--store", store)
+    assert bad.exit_code == 2 and "the weight must be a finite number" in bad.stderr
+
+
 def test_search_text_output(store):
     result = cli("search", "river", "--store", store, "--kind", "text", "-k", "2")
     assert result.exit_code == 0 and len([l for l in result.stdout.splitlines() if l.strip()]) == 4

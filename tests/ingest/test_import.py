@@ -15,7 +15,7 @@ from mmsearch.bench.synthetic import ClusteredSphere
 from mmsearch.ingest.importer import find_shards
 from mmsearch.records import Modality
 from mmsearch.store.folder import Store
-from mmsearch.store.reads import GLOB_SEGMENTS_SQL, PREFIX_RANGE, glob_prefix_range
+from mmsearch.store.reads import FILTERED_SEGMENTS_SQL, PREFIX_RANGE, glob_prefix_range
 from mmsearch_cli.app import app
 
 pa = pytest.importorskip("pyarrow")
@@ -146,8 +146,8 @@ def test_prefix_globs_read_a_range_of_the_path_index(tmp_path):
         assert len(ids) == ROWS[1]
         with sqlite3.connect(opened.catalog.path) as conn:
             plan = " ".join(str(row) for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + GLOB_SEGMENTS_SQL + PREFIX_RANGE,
-                ("/photos/1/*", "image", "/photos/1/", "/photos/10")).fetchall())
+                "EXPLAIN QUERY PLAN " + FILTERED_SEGMENTS_SQL + " AND items.path GLOB ?" + PREFIX_RANGE,
+                ("image", "/photos/1/*", "/photos/1/", "/photos/10")).fetchall())
         assert "path>? AND path<?" in plan and "SCAN segments" not in plan
 
 

@@ -18,7 +18,8 @@ from mmsearch.config import Settings
 from mmsearch.encoders.image_exported import ExportedImageEncoder, ImageExportRecord, image_export_folder
 from mmsearch.engine import Engine
 from mmsearch.errors import UsageError
-from mmsearch.search.queries import Query, embed_query
+from mmsearch.search.fusion import embed_query
+from mmsearch.search.queries import Query
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "open_clip", "torchvision", "transformers", "torchaudio")

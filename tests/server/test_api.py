@@ -197,3 +197,29 @@ def test_openapi_docs_are_served_without_a_cdn(client):
     schema = client.get("/openapi.json").json()
     assert {"/api/search", "/api/items/{item_id}/thumbnail", "/api/items/{item_id}/file", "/api/status"} <= \
         set(schema["paths"])
+
+
+def test_composed_queries_through_the_api(client, engine, library):
+    from mmsearch.search.queries import Part
+
+    first = client.get("/api/search", params={"q": "falcon", "kind": "image", "k": 2}).json()["hits"]
+    params = [("q", "harbour"), ("text", "river:2"), ("like", f"{first[0]['id']}:-0.5"), ("kind", "image"),
+              ("k", "5"), ("fusion", "rrf")]
+    body = client.get("/api/search", params=params).json()
+    assert body["fusion"] == "rrf" and len(body["hits"]) == 5 and all(len(h["parts"]) == 3 for h in body["hits"])
+    expected = engine.search(Query(text="harbour", parts=(Part("text", "river", 2.0),
+                                                          Part("like", first[0]["id"], -0.5))),
+                             kind="image", k=5, fusion="rrf")
+    assert [h["id"] for h in body["hits"]] == [h.item_id for h in expected.hits]
+    cut = client.get("/api/search", params={"q": "x", "kind": "image", "k": 30, "cutoff": "auto"}).json()
+    assert cut["cut"] + len(cut["hits"]) == 30 and cut["next"] is None
+    photos = library / "photos"
+    upload = client.post("/api/search", data={"kind": "image", "k": "3", "image_weight": ["1", "0.25"]},
+                         files=[("image", ("a.png", (photos / "photo03.png").read_bytes(), "image/png")),
+                                ("image", ("b.png", (photos / "photo04.png").read_bytes(), "image/png"))])
+    assert upload.status_code == 200, upload.text
+    hits = upload.json()["hits"]
+    assert hits[0]["path"] == str(photos / "photo03.png") and hits[0]["parts"][0] == pytest.approx(1.0, abs=1e-3)
+    assert client.get("/api/search", params={"text": "x:nan"}).status_code == 422
+    assert client.get("/api/search", params={"q": "x", "min_duration": "10", "kind": "audio"}).json()["hits"][0][
+        "path"].endswith("long.wav")
