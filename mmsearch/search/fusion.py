@@ -153,7 +153,7 @@ def run_query(searcher: Searcher, parts: list[PartVectors], notes: list[str], *,
         vectors = early_vectors(parts)
         result = searcher.search(QueryVectors(vectors.by_space, vectors.notes), kind=kind, k=look,
                                  filters=filters, strict_k=strict_k and not offset and look == k, exclude=exclude,
-                                 say_when_short=look == wanted)
+                                 say_when_short=look == wanted and not offset)
         window, beyond, extra = list(result.hits), result.more, result.notes
     else:
         _need_a_positive_part(parts)

@@ -21,6 +21,8 @@ def test_pages_are_slices_of_one_ranking(engine):
     assert [p.more for p in pages] == [True, True, True, False]
     assert [h.item_id for p in pages for h in p.hits] == [h.item_id for h in whole.hits]
     assert engine.search("copper river", k=3, offset=12).hits == ()
+    assert engine.search("copper river", k=12).notes == ("only 10 files to search",)
+    assert engine.search("copper river", k=3, offset=9).notes == ()  # said on the first page only
 
 
 def test_like_searches_with_the_stored_vector_and_leaves_the_file_out(engine, media):
