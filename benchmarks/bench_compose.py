@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = Path(os.environ.get("MMSEARCH_CORPUS") or HERE.parent.parent / "shared" / "corpus") / "coco-mini"
 SPLITS = ("train2017", "val2017")
@@ -246,20 +248,10 @@ def run(photos: list[Photo], roots: list[Path], store: Path, *, model: str = "te
             "model": model, "store": str(store), "photos": n, "queries": len(drawn), "seed": seed,
             "image_weight": image_weight, "ks": list(ks), "chance": {str(k): k / n for k in ks},
             "index_seconds": None if index_seconds is None else round(index_seconds, 1),
-            "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "rows": rows,
+            "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "rows": rows,
         }
     finally:
         engine.close()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(report: dict) -> str:

@@ -19,26 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 PEERS = Path(os.environ.get("MMSEARCH_PEERS") or HERE.parent.parent / "shared" / "peers")
 RCLIP_PYTHON = Path("/tmp/peer-venvs/rclip/bin/python")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ours(folder: Path, model: str, precision: str, batch: int) -> dict:

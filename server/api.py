@@ -10,7 +10,6 @@ from typing import List, Optional
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from mmsearch.errors import ItemNotFoundError, MMSearchError
 from mmsearch.media.thumbnails import DEFAULT_SIZE
@@ -49,7 +48,7 @@ def served(request: Request):
 
 
 @router.get("/search", summary="Search with text, indexed files' ids, or both")
-def search(request: Request, q: Optional[str] = Param(None, description="Text to search for (weight 1)."),
+async def search(request: Request, q: Optional[str] = Param(None, description="Text to search for (weight 1)."),
            text: List[str] = TEXTS, like: List[str] = LIKES, kind: str = KIND, k: int = K, path: Optional[str] = PATH,
            cursor: Optional[str] = CURSOR, fusion: str = FUSION, rrf_k: Optional[float] = None,
            cutoff: Optional[str] = Param(None, description="auto: drop the hits after the largest drop in score."),
@@ -61,7 +60,7 @@ def search(request: Request, q: Optional[str] = Param(None, description="Text to
     `id`, `path`, `modality`, `score`, `calibrated`, `passage` (text) or `start`/`end` seconds (audio), and for
     a query of several parts `parts` (each part's cosine to it, null where it did not reach it)."""
     query, options = read_search(request.query_params.getlist)
-    return served(request).search(query, **options)
+    return await served(request).call(served(request).search, query, **options)
 
 
 @router.post("/search", summary="Search with uploaded image/audio files (and text, indexed files)",
@@ -94,7 +93,7 @@ async def search_upload(request: Request) -> JSONResponse:
                 names[str(target)] = f"upload {name!r}"
         try:
             query, options = read_search(lambda key: [str(v) for v in form.getlist(key)], tuple(uploaded))
-            body = await run_in_threadpool(served(request).search, query, **options)
+            body = await served(request).call(served(request).search, query, **options)
         except MMSearchError as exc:
             message = worded(exc)
             for temporary, name in names.items():
@@ -151,5 +150,5 @@ def item_file(request: Request, item_id: str) -> FileResponse:
 
 
 @router.get("/status", summary="What the store holds: counts, models, index types, failed files")
-def status(request: Request) -> dict:
-    return served(request).status()
+async def status(request: Request) -> dict:
+    return await served(request).call(served(request).status)

@@ -78,7 +78,7 @@ def _form(q: str, kind: str) -> str:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def home(request: Request) -> HTMLResponse:
+async def home(request: Request) -> HTMLResponse:
     served = request.app.state.served
     params = request.query_params
     q, kind, cursor, like = params.get("q", ""), params.get("kind", "all"), params.get("cursor"), params.get("like")
@@ -87,8 +87,8 @@ def home(request: Request) -> HTMLResponse:
     if q.strip() or like:
         try:
             liked = int(like) if like else None
-            body = served.search(Query(text=q or None, like=liked), kind=kind, k=PAGE_K, cursor=cursor,
-                                 path=params.get("path") or None)
+            body = await served.call(served.search, Query(text=q or None, like=liked), kind=kind, k=PAGE_K,
+                                     cursor=cursor, path=params.get("path") or None)
         except ValueError:
             notice, code = "like: not an item id", 422
         except (MMSearchError, HTTPProblem) as exc:
@@ -105,7 +105,7 @@ def home(request: Request) -> HTMLResponse:
                 keep = {k: v for k, v in (("q", q), ("kind", kind), ("like", like), ("path", params.get("path"))) if v}
                 next_url = "/?" + urlencode({**keep, "cursor": body["next"]})
     try:
-        status = status_html(served.status())
+        status = status_html(await served.call(served.status))
     except MMSearchError as exc:
         status = f'<p class="error">status unavailable: {escape(worded(exc))}</p>'
     pager = f'<nav id="pager"><a id="next" href="{escape(next_url)}">Next page</a></nav>' if next_url else \

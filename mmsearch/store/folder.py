@@ -161,8 +161,13 @@ class Store:
             return []
 
     def add_roots(self, paths: Iterable[Path | str]) -> None:
-        """Record ``paths`` as indexed roots (the writer does, when an index run starts)."""
-        roots = set(self.roots()) | {os.path.abspath(p) for p in paths}
+        """Record ``paths`` as indexed roots (the writer does, when an index run starts). A store made before
+        roots were recorded first gets its files' folders (what ``media`` fell back to for it), so that its
+        older files stay servable."""
+        roots = set(self.roots())
+        if "roots" not in self.catalog.info():
+            roots |= {os.path.dirname(path) for path in self.catalog.all_items()}
+        roots |= {os.path.abspath(p) for p in paths}
         self.catalog.set_info(roots=json.dumps(sorted(roots)))
 
     def drop_roots(self, paths: Iterable[Path | str]) -> None:

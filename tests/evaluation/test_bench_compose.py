@@ -10,6 +10,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_compose.py"
 
 
 def load_script():
+    if str(SCRIPT.parent) not in sys.path:  # as when it runs as a script: its folder's modules import
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_compose", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_compose"] = module  # dataclasses look their module up while being made

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -233,3 +234,19 @@ def test_no_endpoint_writes_to_the_store(served_store, engine, library):
     for method in ("put", "delete", "patch"):
         assert getattr(client, method)("/api/items/1/file").status_code == 405
     assert _store_state(served_store) == before
+
+
+def test_a_store_from_before_roots_keeps_its_files_servable(own_store, tmp_path, tiny_clip):
+    """Stores made before roots were recorded: their files' folders stand in, also after a new index run."""
+    engine, root, other, secret = own_store
+    with sqlite3.connect(engine.store.catalog.path) as conn:  # as an older mmsearch left it: no roots recorded
+        conn.execute("DELETE FROM store_info WHERE key = 'roots'")
+    client = TestClient(create_app(engine))
+    ids = _ids(client)
+    assert client.get(f"/api/items/{ids['p0.png']}/file").status_code == 200
+    newer = tmp_path / "newer"
+    write_image(newer / "n.png", seed=5)
+    engine.index([newer])
+    assert client.get(f"/api/items/{ids['p0.png']}/file").status_code == 200
+    assert client.get(f"/api/items/{ids['o.png']}/file").status_code == 200
+    assert str(newer) in engine.store.roots() and str(root) in engine.store.roots()
