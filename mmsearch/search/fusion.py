@@ -35,7 +35,7 @@ from ..records import Hit, SearchResult
 from ..store.folder import SPACE_OF
 from .filters import Filters
 from .queries import PartVectors, embed_parts
-from .searcher import QueryVectors, Searcher, check_page
+from .searcher import TARGETS, QueryVectors, Searcher, check_page
 
 FUSIONS = ("auto", "early", "rrf", "score")
 RRF_K = 60
@@ -160,10 +160,15 @@ def run_query(searcher: Searcher, parts: list[PartVectors], notes: list[str], *,
         if look > LATE_DEPTH:
             raise UsageError(f"{method} fusion ranks each part's top {LATE_DEPTH:,} files: pages end there "
                              f"({{opt:offset}} + {{opt:k}} is {wanted:,})")
+        reaching = [any(SPACE_OF[m] in part.by_space for m in TARGETS.get(kind, ())) for part in parts]
         lists = [searcher.search(QueryVectors(part.by_space), kind=kind, k=LATE_DEPTH, filters=filters,
-                                 exclude=exclude, say_when_short=False).hits for part in parts]
+                                 exclude=exclude, say_when_short=False).hits if reaches or not any(reaching) else ()
+                 for part, reaches in zip(parts, reaching)]  # (none reaching: the searcher says why)
         fused = late_fusion(lists, [p.part.weight for p in parts], method, rrf_k)
-        window, beyond, extra = fused[:look], len(fused) > look, ()
+        extra = tuple(f"query part {n + 1} ({part.part.kind}) reaches none of the files searched (no bridge to "
+                      f"their model's space): left out"
+                      for n, (part, reaches) in enumerate(zip(parts, reaching)) if not reaches)
+        window, beyond = fused[:look], len(fused) > look
     kept = len(window)
     if cutoff == "auto":
         kept = autocut([h.calibrated for h in window[:AUTOCUT_WINDOW]])

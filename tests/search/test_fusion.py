@@ -213,3 +213,21 @@ def test_like_by_path(engine, ids):
     by_path = engine.search(Query(parts=(Part("like", __import__("pathlib").Path("/v/00.jpg")),)), kind="image", k=3)
     by_id = engine.search(Query(like=ids[0]), kind="image", k=3)
     assert [h.item_id for h in by_path.hits] == [h.item_id for h in by_id.hits]
+
+
+def test_a_part_that_reaches_no_index_is_left_out_of_late_fusion_with_a_note(engine, vectors, ids):
+    from mmsearch.search.filters import Filters
+    from mmsearch.search.fusion import run_query
+    from mmsearch.search.queries import PartVectors
+    from mmsearch.search.searcher import Searcher
+
+    liked = PartVectors(Part("like", ids[0]), {"clip": vectors[:1]}, frozenset({"clip"}))
+    sound = PartVectors(Part("audio", "x.wav"), {"clap": np.ones((1, 4), np.float32) / 2}, frozenset({"clap"}))
+    result = run_query(Searcher(engine.store), [liked, sound], [], kind="image", k=3, offset=0, filters=Filters(),
+                       strict_k=False, fusion="auto", rrf_k=RRF_K, cutoff=None, min_score=None, exclude={ids[0]},
+                       fetch=None)
+    alone = engine.search(Query(like=ids[0]), kind="image", k=3)
+    assert result.fusion == "rrf" and [h.item_id for h in result.hits] == [h.item_id for h in alone.hits]
+    assert [h.parts for h in result.hits] == [(h.score, None) for h in alone.hits]
+    assert result.notes == ("query part 2 (audio) reaches none of the files searched (no bridge to their model's "
+                            "space): left out",)
