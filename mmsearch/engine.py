@@ -35,7 +35,7 @@ from .search.liked import resolve_likes, segment_vectors, stored_vectors
 from .search.queries import NATIVE, Query, embed_parts
 from .search.searcher import Searcher
 from .search.towers import QueryTowers, describe_export
-from .store.folder import Store
+from .store.folder import Store, within
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class Engine:
             doomed = []
             for path in paths:
                 target = os.path.abspath(Path(path).expanduser())
-                matched = [row.id for p, row in known.items() if p == target or p.startswith(target.rstrip(os.sep) + os.sep)]
+                matched = [row.id for p, row in known.items() if within(p, target)]
                 if not matched:
                     raise UsageError(f"{path}: not in this store")
                 doomed.extend(matched)

@@ -31,7 +31,7 @@ TEXTS = Param([], description="Text parts, `VALUE[:WEIGHT]` (repeat the paramete
 LIKES = Param([], description="More like this: indexed files as parts, `ID[:WEIGHT]` (repeatable); their stored "
                               "vectors are the query, and they are left out of the hits.")
 FUSION = Param("auto", description="auto, early, rrf or score: how several parts are put together (README).")
-UPLOAD_PARTS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
+UPLOAD_PARTS = ("image", "audio")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 MAX_FILES = 8
 _FIELD_SCHEMA = {name: {"type": "string"} for name in FIELDS}

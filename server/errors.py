@@ -11,7 +11,7 @@ from mmsearch.errors import (DecodeError, ItemNotFoundError, MMSearchError, Mode
 
 log = logging.getLogger(__name__)
 
-PARAMETER = {"text": "q", "path_glob": "path", "offset": "cursor", "query_encoder": "query_encoder"}
+PARAMETER = {"text": "q", "path_glob": "path", "offset": "cursor"}
 """The library's setting names as the API's parameters (``{opt:text}`` in a message reads ``q``)."""
 STATUS = ((ItemNotFoundError, 404), (PathNotFoundError, 404), (UsageError, 422), (QueryError, 422),
           (DecodeError, 422), (ModelLoadError, 503), (StoreNotFoundError, 503))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ItemNotFoundError
 from ..records import Modality
-from ..store.folder import Store
+from ..store.folder import Store, within
 from ..store.rows import INDEXED
 
 _EXTRA_TYPES = {".flac": "audio/flac", ".opus": "audio/ogg", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
@@ -38,10 +38,6 @@ class ItemFile:
     media_type: str
 
 
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def item_file(store: Store, item_id: int) -> ItemFile:
     """The file of catalog id ``item_id``, or ``ItemNotFoundError`` (never indexed, removed, failed to
     index, gone from disk, or no longer under an indexed root)."""
@@ -49,11 +45,11 @@ def item_file(store: Store, item_id: int) -> ItemFile:
     if row is None or row.state != INDEXED:
         raise ItemNotFoundError(item_id)
     recorded = store.roots()
-    roots = [root for root in recorded if _within(row.path, root)] if recorded else [os.path.dirname(row.path)]
+    roots = [root for root in recorded if within(row.path, root)] if recorded else [os.path.dirname(row.path)]
     if not roots:
         raise ItemNotFoundError(item_id, "its folder is no longer indexed")
     real = os.path.realpath(row.path)
-    if not any(_within(real, os.path.realpath(root)) for root in roots):
+    if not any(within(real, os.path.realpath(root)) for root in roots):
         raise ItemNotFoundError(item_id, "its file resolves to a place outside the indexed folders")
     try:
         stat = os.stat(real)

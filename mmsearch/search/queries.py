@@ -93,12 +93,15 @@ class PartVectors:
 
     def vector(self, space: str) -> np.ndarray:
         """The part as one unit vector in ``space`` (several rows: their normalised mean)."""
-        rows = self.by_space[space]
-        return rows[0] if len(rows) == 1 else _unit(rows.mean(axis=0))
+        return _one(self.by_space[space])
 
 
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+def _one(rows: np.ndarray) -> np.ndarray:
+    """Unit rows as one unit vector: the row itself, or the rows' normalised mean."""
+    if len(rows) == 1:
+        return rows[0]
+    mean = rows.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
 def embed_parts(parts: tuple[Part, ...], *, clip=None, clap=None, bridge=None,
@@ -140,12 +143,12 @@ def embed_parts(parts: tuple[Part, ...], *, clip=None, clap=None, bridge=None,
         else:
             space, stored = (liked or {})[part.value]
             by_space[space] = np.asarray(stored, np.float32)[:MAX_QUERY_AUDIO_WINDOWS] if space == "clap" \
-                else _unit(np.asarray(stored, np.float32).mean(axis=0))[None, :]
+                else _one(np.asarray(stored, np.float32))[None, :]
             native = frozenset({space})
         if bridge is not None and "clip" in by_space and "clap" not in by_space:
-            by_space["clap"] = bridge.apply_reverse(_unit(by_space["clip"].mean(axis=0))[None, :])
+            by_space["clap"] = bridge.apply_reverse(_one(by_space["clip"])[None, :])
         elif bridge is not None and "clap" in by_space and "clip" not in by_space:
-            by_space["clip"] = bridge.apply(_unit(by_space["clap"].mean(axis=0))[None, :])
+            by_space["clip"] = bridge.apply(_one(by_space["clap"])[None, :])
         embedded.append(PartVectors(part, by_space, native))
     return embedded, notes
 

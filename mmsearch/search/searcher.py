@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Collection
 
@@ -120,10 +120,7 @@ class Searcher:
         if kind not in KINDS:
             raise UsageError(f"{{opt:kind}} must be one of {', '.join(KINDS)}, not {kind!r}")
         check_page(k, offset)
-        filters = filters or Filters()
-        if path_glob is not None:
-            filters = Filters(path_glob, filters.modified_after, filters.modified_before, filters.min_duration,
-                              filters.max_duration)
+        filters = replace(filters or Filters(), path_glob=path_glob) if path_glob is not None else filters or Filters()
         chosen = filters if filters.active else None
         files = self.file_counts()
         notes = list(query.notes)

@@ -37,6 +37,11 @@ SPACE_OF = {Modality.IMAGE: "clip", Modality.TEXT: "clip", Modality.AUDIO: "clap
 RECONCILE_CHUNK = 50_000
 
 
+def within(path: str, folder: str) -> bool:
+    """Whether absolute path ``path`` is ``folder`` or lies below it (by name; no symlink is resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def shadow_path(store: Path) -> Path:
     return store.with_name(store.name + SHADOW_SUFFIX)
 
@@ -165,15 +170,15 @@ class Store:
         roots were recorded first gets its files' folders (what ``media`` fell back to for it), so that its
         older files stay servable."""
         roots = set(self.roots())
-        if "roots" not in self.catalog.info():
-            roots |= {os.path.dirname(path) for path in self.catalog.all_items()}
+        if "roots" not in self.catalog.info():  # roots() read [] for it
+            roots = {os.path.dirname(path) for path in self.catalog.all_items()}
         roots |= {os.path.abspath(p) for p in paths}
         self.catalog.set_info(roots=json.dumps(sorted(roots)))
 
     def drop_roots(self, paths: Iterable[Path | str]) -> None:
         """Forget the roots at or below ``paths`` (their files were removed from the store)."""
         doomed = [os.path.abspath(p) for p in paths]
-        roots = [r for r in self.roots() if not any(r == d or r.startswith(d.rstrip(os.sep) + os.sep) for d in doomed)]
+        roots = [r for r in self.roots() if not any(within(r, d) for d in doomed)]
         self.catalog.set_info(roots=json.dumps(roots))
 
     # -- vector indexes --------------------------------------------------------------------------------

@@ -85,11 +85,11 @@ class CatalogReader:
                 if bounds is not None:
                     query += PREFIX_RANGE
                     params += bounds
-            for column, (low, high) in (("items.mtime_ns", modified or (None, None)),):
-                if low is not None:
-                    query, params = query + f" AND {column} >= ?", params + (int(low),)
-                if high is not None:
-                    query, params = query + f" AND {column} < ?", params + (int(high),)
+            low, high = modified or (None, None)
+            if low is not None:
+                query, params = query + " AND items.mtime_ns >= ?", params + (int(low),)
+            if high is not None:
+                query, params = query + " AND items.mtime_ns < ?", params + (int(high),)
             if duration is not None:
                 having = " AND ".join(clause for clause, bound in (('MAX("end") >= ?', duration[0]),
                                                                    ('MAX("end") <= ?', duration[1])) if bound is not None)
