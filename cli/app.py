@@ -48,16 +48,17 @@ def index(
     model: Optional[str] = ModelOption,
     audio_model: Optional[str] = AudioModelOption,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: up to 4 on a CPU, all cores but two with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    file_timeout: Optional[float] = typer.Option(None, "--file-timeout", help="Seconds one file may take to read and "
-                                                 "decode before it is recorded as failed (default 60)."),
+    file_timeout: Optional[float] = typer.Option(None, "--file-timeout", help="Seconds one file may take to read, or to "
+                                                 "decode without producing anything, before it is recorded as failed "
+                                                 "and its decoding process stopped (default 60)."),
     reembed: bool = typer.Option(False, "--reembed", help="Re-embed the whole store with --model/--audio-model beside "
                                  "the old vectors, switching over only when complete (searchable meanwhile)."),
     json: bool = JsonOption,
 ) -> None:
-    """Embed every image, text and audio file under PATHS; a re-run embeds only what changed."""
+    """Embed every image, text, document, audio and video file under PATHS; a re-run embeds only what changed."""
     from mmsearch.engine import Engine
 
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model, batch_size=batch_size,

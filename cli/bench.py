@@ -85,7 +85,7 @@ def recall(
                                                                "search (its model is used)."),
     depth: int = typer.Option(10, "--depth", help="Results read per query for the store rows (>= 10)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: up to 4 on a CPU, all cores but two with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per (method, direction)."),
@@ -140,7 +140,7 @@ def _load_encoder(modality: Modality, settings: Settings):
 INDEX_HELP = """Indexing throughput end to end, next to the image model alone on the same images.
 
 End to end: PATHS are indexed into a fresh temporary store (removed afterwards) by the real indexer
-(discovery, hashing, decoding and preprocessing in worker threads, model, SQLite, FAISS); files/s
+(discovery, hashing in threads, decoding and preprocessing in worker processes, model, SQLite, FAISS); files/s
 and images/s are indexed files over the wall-clock time of that run. Model only: the indexed
 images (up to --encode-limit) are decoded and preprocessed first, untimed, then only the image
 model's batched calls are timed (stack, copy to the device, forward pass, normalise, copy back).
@@ -154,7 +154,7 @@ def index(
     paths: List[Path] = typer.Argument(..., help="Folders or files to index."),
     model: Optional[str] = typer.Option(None, "--model", help=f"open_clip model ARCH:WEIGHTS (default {DEFAULT_MODEL})."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per model call (default 32 on a CPU, 256 on a GPU)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: up to 4 on a CPU, up to 8 with a GPU)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: up to 4 on a CPU, all cores but two with a GPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     encode_limit: int = typer.Option(1024, "--encode-limit", help="Most images held decoded for the model-only timing."),

@@ -67,7 +67,7 @@ def throughput_json(report: ThroughputReport) -> dict[str, Any]:
 
 def print_throughput(report: ThroughputReport) -> None:
     print(f"model        {report.model} on {report.device} ({report.precision}), batch {report.batch_size}, "
-          f"{report.workers} decoding threads")
+          f"{report.workers} decoding processes")
     if report.runtime_choice and report.runtime_choice != report.precision:
         print(f"image tower  {report.runtime_choice}")
     print(f"end to end   {report.files} files ({report.images} images, {report.texts} texts, {report.failed} failed) "

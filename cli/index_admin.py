@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from mmsearch.config import Settings
-from mmsearch.records import Modality
+from mmsearch.records import INDEX_MODALITIES, Modality
 
 from .errors import guarded
 from .output import BarProgress, emit_json
@@ -44,7 +44,7 @@ def import_vectors(
     from mmsearch.ingest.importer import import_vectors as run_import
     from mmsearch.store.folder import CATALOG_NAME, Store
 
-    if modality is not None and modality not in {m.value for m in Modality}:
+    if modality is not None and modality not in {m.value for m in INDEX_MODALITIES}:
         raise UsageError(f"--modality must be image, text or audio, not {modality!r}")
     settings = Settings.resolve(store=store)
     if model is None and not (settings.store / CATALOG_NAME).is_file():
@@ -83,7 +83,7 @@ def reindex(
 
     if index_type != "auto" and index_type not in KINDS:
         raise UsageError(f"--index-type must be auto or one of {', '.join(KINDS)}, not {index_type!r}")
-    modalities = [m for m in Modality if kind in (None, m.value)]
+    modalities = [m for m in INDEX_MODALITIES if kind in (None, m.value)]
     if not modalities:
         raise UsageError(f"--kind must be image, text or audio, not {kind!r}")
     settings = Settings.resolve(store=store)

@@ -6,7 +6,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from mmsearch.records import Hit, IndexReport, StoreStatus
+from mmsearch.records import Hit, IndexReport, Modality, StoreStatus
 
 
 def print_notes(notes) -> None:
@@ -49,15 +49,32 @@ def print_report(report: IndexReport) -> None:
             print(f"  {failure.path}: {failure.reason}")
 
 
+def _where(hit: Hit) -> str:
+    """Where in the file the hit is: a page, a video's frame time, a stretch of sound."""
+    if hit.page is not None:
+        return f"  [page {hit.page}]"
+    if hit.track == Modality.IMAGE:
+        return f"  [frame at {_clock(hit.start)}]"
+    if hit.start is not None:
+        span = f"{_clock(hit.start)}-{_clock(hit.end)}" if hit.modality == Modality.VIDEO else \
+            f"{hit.start:.1f}s-{hit.end:.1f}s"
+        return f"  [{'sound ' if hit.track else ''}{span}]"
+    return ""
+
+
+def _clock(seconds: float) -> str:
+    """1:02:03.5 / 2:03.5 / 0:03.5."""
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
+
+
 def print_hits(hits: tuple[Hit, ...]) -> None:
     if not hits:
         print("no hits")
         return
     for rank, hit in enumerate(hits, 1):
-        where = ""
-        if hit.start is not None:
-            where = f"  [{hit.start:.1f}s-{hit.end:.1f}s]"
-        print(f"{rank:3d}  {hit.score:+.4f}  {hit.modality.value:<5}  {hit.path}{where}")
+        print(f"{rank:3d}  {hit.score:+.4f}  {hit.modality.value:<5}  {hit.path}{_where(hit)}")
         if hit.passage:
             snippet = hit.passage if len(hit.passage) <= 110 else hit.passage[:107] + "..."
             print(f"{'':19}{snippet}")

@@ -25,7 +25,7 @@ def register(app: typer.Typer, store_option, model_option, audio_model_option, j
         audios: List[str] = typer.Option([], "--audio", help=f"An audio file as a part (its first 47.5 s): {PART_HELP}"),
         likes: List[str] = typer.Option([], "--like", help="More like this: an indexed file (its `id` in --json output, "
                                         f"or its path) through its stored vectors, left out of the hits: {PART_HELP}"),
-        kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio or all."),
+        kind: str = typer.Option("all", "--kind", help="What to return: image, text, audio, video or all."),
         k: Optional[int] = typer.Option(None, "-k", help="Number of hits (files), default 10."),
         offset: int = typer.Option(0, "--offset", help="Skip the best N files (the next page: --offset 10 -k 10)."),
         fusion: str = typer.Option("auto", "--fusion", help="How several parts are put together: early (weighted sum "

@@ -28,7 +28,7 @@ from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageErro
 from .media.files import ItemFile, item_file
 from .media.thumbnails import DEFAULT_SIZE, Thumbnails
 from .progress import Progress
-from .records import IndexReport, Modality, SearchResult, StoreStatus
+from .records import INDEX_MODALITIES, IndexReport, Modality, SearchResult, StoreStatus
 from .search.filters import Filters
 from .search.fusion import RRF_K, run_query
 from .search.liked import resolve_likes, segment_vectors, stored_vectors
@@ -159,19 +159,22 @@ class Engine:
         and, with ``export``, export the towers that answer queries without torch, where either is missing."""
         from .ingest.discovery import normalise_root
         from .ingest.indexer import Indexer
-        from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline
+        from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline, VideoPipeline
 
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
         self.clip_spec()
         image_runtime: list[str] = []
         clip = LazyEncoder(lambda: self._indexing_clip(image_runtime))
-        pipelines = [ImagePipeline(clip), TextPipeline(clip)]
-        optional = []
+        images = ImagePipeline(clip)
+        pipelines: list = [images, TextPipeline(clip)]
+        optional, sound = [], None
         if self.clap_spec() is not None:
-            pipelines.append(AudioPipeline(LazyEncoder(lambda: self.clap), window_timeout=self.settings.file_timeout))
+            sound = AudioPipeline(LazyEncoder(lambda: self.clap))
+            pipelines.append(sound)
             if self.settings.audio_model is None and self.store.model_for("clap") is None:
                 optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
+        pipelines.append(VideoPipeline(images, sound))
         indexer = Indexer(self.store, pipelines,
                           batch_size=self.settings.batch_size or default_batch_size(self.settings.device),
                           workers=self.settings.workers or default_workers(self.settings.device),
@@ -231,7 +234,7 @@ class Engine:
         """The ``k`` files nearest a query: text (``query`` as a string), an ``image`` file, an ``audio`` file
         (its first 47.5 s), or text and files together; or a ``Query`` holding them and any number of
         weighted ``Part``s (a ``like`` part: an indexed file's id or path, "more like this", left out of
-        its own hits). ``kind``: image, text, audio or all (ranked by calibrated score). ``path_glob``:
+        its own hits). ``kind``: image, text, audio, video or all (ranked by calibrated score). ``path_glob``:
         only files whose absolute path matches (``*``, ``?``, ``[...]``; a relative pattern matches below
         any folder); ``filters``: also a modification time or audio duration range (``Filters``), all applied
         inside the search. ``strict_k``: refuse a ``k`` larger than the files there are (else fewer hits come
@@ -249,8 +252,10 @@ class Engine:
         liked = {p.value: stored_vectors(self.store, p.value) for p in parts if p.kind == "like"}
         spaces = {space for space, _ in liked.values()}
         needs = Query(text=query.first("text"), image=query.first("image"), audio=query.first("audio"))
-        reaches_clip = kind in ("all", "image", "text") and (files.get("image") or files.get("text"))
-        reaches_clap = kind in ("all", "audio") and files.get("audio")
+        videos = files.get("video")  # a video's frames are in the image index (clip), its soundtrack in the audio one
+        reaches_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or \
+            (kind in ("all", "video") and videos)
+        reaches_clap = (kind in ("all", "audio") and files.get("audio")) or (kind in ("all", "video") and videos)
         notes: list[str] = []
         if reaches_clip or needs.image is not None or "clip" in spaces:
             self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
@@ -263,7 +268,7 @@ class Engine:
             except (ModelLoadError, UsageError) as exc:
                 if kind == "audio" or needs.audio is not None:
                     raise
-                notes.append(f"audio files not searched: {exc}")
+                notes.append(f"audio files and soundtracks not searched: {exc}")
         natives = [NATIVE[p.kind] if p.kind in NATIVE else frozenset({liked[p.value][0]}) for p in parts]
         crossing = (reaches_clip and any("clip" not in n for n in natives)) or \
             (reaches_clap and any("clap" not in n for n in natives))  # a part must be mapped across
@@ -334,7 +339,7 @@ class Engine:
         info = self.store.catalog.info()
         files, segments = self.store.catalog.counts()
         index_types = {}
-        for modality in Modality:
+        for modality in INDEX_MODALITIES:
             index = self.store.index(modality) if segments.get(modality.value) else None
             if index is not None:
                 index_types[modality.value] = self.store.describe_index(modality, index)
@@ -358,7 +363,7 @@ class Engine:
         return StoreStatus(
             store=str(self.store.path), model=info.get("clip.spec", ""), semantic=info.get("clip.semantic") == "1",
             dim=int(info.get("clip.dim", 0)), counts={m.value: files.get(m.value, 0) for m in Modality},
-            segments={m.value: segments.get(m.value, 0) for m in Modality}, failed=self.store.catalog.failures(),
+            segments={m.value: segments.get(m.value, 0) for m in INDEX_MODALITIES}, failed=self.store.catalog.failures(),
             index=index_types, bytes=self.store.disk_bytes(), schema_version=int(info.get("schema_version", 0)),
             extra=extra)
 

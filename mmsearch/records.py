@@ -7,12 +7,20 @@ from pathlib import Path
 
 
 class Modality(str, enum.Enum):
+    """What a file is. Images, text and audio each have a vector index of their own; a video has none:
+    its frames live in the image index and its soundtrack in the audio index (``INDEX_MODALITIES``)."""
+
     IMAGE = "image"
     TEXT = "text"
     AUDIO = "audio"
+    VIDEO = "video"
 
     def __str__(self) -> str:  # so f-strings and JSON show "image", not "Modality.IMAGE"
         return self.value
+
+
+INDEX_MODALITIES = (Modality.IMAGE, Modality.TEXT, Modality.AUDIO)
+"""The modalities with a vector index (a segment's modality is always one of these)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class Segment:
     text: str | None = None
     start: float | None = None
     end: float | None = None
+    page: int | None = None
+    """1-based page of a document passage (PDF, EPUB chapter), when the format has pages."""
+    track: Modality | None = None
+    """The index a video's segment goes to: IMAGE for a sampled frame (``start`` = ``end`` = its time),
+    AUDIO for a soundtrack window; None for the segments of other files (their file's own modality)."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +89,30 @@ class Hit:
     parts: tuple[float | None, ...] | None = None
     """For a query of several parts: each part's cosine to this hit (its best segment), in the query's
     order; None where the part did not reach it (``search.fusion``)."""
+    page: int | None = None
+    """A document passage's page (PDF page, EPUB chapter)."""
+    track: Modality | None = None
+    """A video hit's track: IMAGE (a sampled frame, at ``start``) or AUDIO (a soundtrack window)."""
+
+    @property
+    def segment_modality(self) -> Modality:
+        """The index the hit's segment is in (a video's: its track's)."""
+        return self.track or self.modality
 
     def as_json(self) -> dict:
         """The hit as the CLI's ``--json`` and the HTTP API give it: ``id`` (the file's catalog id), ``path``,
-        ``modality``, ``score``, ``calibrated``, and ``passage`` (text) or ``start``/``end`` seconds (audio)."""
+        ``modality``, ``score``, ``calibrated``, and ``passage`` (text, with its ``page`` in a PDF or EPUB) or
+        ``start``/``end`` seconds (audio; a video's frame or soundtrack window, with its ``track``)."""
         data = {"id": self.item_id, "path": self.path, "modality": self.modality.value, "score": self.score,
                 "calibrated": self.calibrated}
         if self.passage is not None:
             data["passage"] = self.passage
+        if self.page is not None:
+            data["page"] = self.page
         if self.start is not None:
             data["start"], data["end"] = self.start, self.end
+        if self.track is not None:
+            data["track"] = self.track.value
         if self.parts is not None:
             data["parts"] = list(self.parts)
         return data

@@ -22,7 +22,7 @@ from .params import FIELDS, read_search
 router = APIRouter(prefix="/api")
 
 K = Param(10, description="Hits per page (1-100).")
-KIND = Param("all", description="image, text, audio or all (ranked by calibrated score).")
+KIND = Param("all", description="image, text, audio, video or all (ranked by calibrated score).")
 PATH = Param(None, description="Only files whose absolute path matches this glob (a relative one matches below "
                                "any folder).")
 CURSOR = Param(None, description="The `next` value of the previous page.")

@@ -35,12 +35,17 @@ def hit_html(hit: dict, rank: int, kind: str) -> str:
     if hit["modality"] == "image":
         body = (f'<a class="media" href="{file_url}"><img src="/api/items/{item}/thumbnail" alt="{escape(name)}" '
                 f'loading="lazy"></a>')
-    elif hit["modality"] == "audio":
+    elif hit["modality"] in ("audio", "video"):
         start, end = hit.get("start") or 0.0, hit.get("end") or 0.0
-        body = (f'<audio controls preload="metadata" src="{file_url}#t={start:g}" data-start="{start:g}" '
-                f'data-end="{end:g}"></audio><span class="window">{_seconds(start)} - {_seconds(end)}</span>')
+        player, window = hit["modality"], f"{_seconds(start)} - {_seconds(end)}"
+        if player == "video":  # starts at the matched frame, or the matched stretch of its soundtrack
+            window = f"frame at {_seconds(start)}" if hit.get("track") == "image" else f"sound {window}"
+        body = (f'<{player} controls preload="metadata" src="{file_url}#t={start:g}" data-start="{start:g}" '
+                f'data-end="{end:g}"></{player}><span class="window">{window}</span>')
     else:
         body = f'<blockquote class="passage">{escape(hit.get("passage") or "")}</blockquote>'
+        if hit.get("page") is not None:
+            body += f'<span class="window">page {hit["page"]}</span>'
     like = "/?" + urlencode({"like": item, "kind": kind})
     return (f'<li class="hit hit-{hit["modality"]}" data-id="{item}" data-rank="{rank}">{body}'
             f'<div class="meta"><a class="name" href="{file_url}" title="{escape(hit["path"])}">{escape(name)}</a>'
@@ -51,7 +56,7 @@ def hit_html(hit: dict, rank: int, kind: str) -> str:
 
 def status_html(status: dict) -> str:
     counts = status.get("counts", {})
-    summary = ", ".join(f"{counts.get(m, 0):,} {m if m == 'audio' else m + 's'}" for m in ("image", "text", "audio"))
+    summary = ", ".join(f"{counts.get(m, 0):,} {m if m == 'audio' else m + 's'}" for m in ("image", "text", "audio", "video"))
     rows = [("store", status.get("store", "")), ("model", status.get("model") or "(none yet)")]
     if status.get("audio_model"):
         rows.append(("audio model", status["audio_model"]))

@@ -13,6 +13,7 @@ import numpy as np
 import soundfile
 
 from conftest import TINY, sentence, write_image, write_text
+from media_makers import write_test_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +32,8 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
         write_text(media / "notes" / f"n{i}.txt", sentence(20 + i, words=60))
     t = np.arange(48_000 * 3) / 48_000
     soundfile.write(media / "birdsong.wav", (0.3 * np.sin(2 * np.pi * 2_000 * t)).astype(np.float32), 48_000)
+    (media / "clips").mkdir()
+    write_test_video(media / "clips" / "match.mp4", seconds=6, colours=((0.0, (0, 128, 0)), (3.0, (255, 255, 255))))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMSEARCH_MODEL", TINY)
     monkeypatch.setenv("MMSEARCH_AUDIO_MODEL", "test-tiny:random")
@@ -38,9 +41,10 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     with contextlib.redirect_stdout(printed):
         exec(compile(readme_example(), "README.md", "exec"), {"__name__": "readme"})
     lines = printed.getvalue().splitlines()
-    assert lines[0] == "10 added, 0 failed"  # the hits that follow depend on the random weights
-    assert lines[-1] == "{'image': 5, 'text': 4, 'audio': 1}"
+    assert lines[0] == "11 added, 0 failed"  # the hits that follow depend on the random weights
+    assert lines[-1] == "{'image': 5, 'text': 4, 'audio': 1, 'video': 1}"
     assert any(line.endswith("birdsong.wav 0.0 3.0") for line in lines)  # the audio hit names its window
+    assert any("match.mp4 image " in line or "match.mp4 audio " in line for line in lines)  # and the video its moment
     assert (tmp_path / "my-store" / "catalog.sqlite").is_file()
 
 

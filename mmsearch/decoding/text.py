@@ -24,6 +24,11 @@ _WORD = re.compile(r"\S+")
 def read_text(path: Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """UTF-8 (with or without BOM), UTF-16/32 with a BOM, else the best guess of charset_normalizer;
     binary data is refused."""
+    return decode_text_bytes(read_bytes(path, max_bytes=max_bytes), path)
+
+
+def read_bytes(path: Path, *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a text file, refused past ``max_bytes``."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(max_bytes + 1)
@@ -31,6 +36,11 @@ def read_text(path: Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
         raise DecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
     if len(raw) > max_bytes:
         raise DecodeError(path, f"text file larger than {max_bytes // (1024 * 1024)} MiB")
+    return raw
+
+
+def decode_text_bytes(raw: bytes, path: Path) -> str:
+    """``read_text``'s charset rules on bytes already read (``path`` only names the file in errors)."""
     for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                           (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if raw.startswith(bom):

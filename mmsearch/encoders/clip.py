@@ -69,12 +69,21 @@ class ClipEncoder:
         """(the --precision asked for, what it chose in words), once chosen."""
         self.device_preprocess = runtime.device == "cuda" and self._pixel_steps is not None \
             and os.environ.get("MMSEARCH_GPU_PREPROCESS", "1") != "0"
-        """JPEGs decoded by libjpeg-turbo through torchvision (no Python in the loop), resized and cropped
-        on the GPU (MMSEARCH_GPU_PREPROCESS=0: Pillow and the CPU, as without a GPU)."""
+        """Query images resized and cropped on the GPU (MMSEARCH_GPU_PREPROCESS=0: Pillow and the CPU, as
+        without a GPU); the indexer's decoding processes make their images' pixels on the CPU."""
+
+    @property
+    def pixel_recipe(self) -> tuple[int, str, int] | None:
+        """(short side, resampling, crop size) when the model's preprocessing is Resize + CenterCrop + ToTensor
+        + Normalize (open_clip's default): decoding processes then make its (3, S, S) uint8 input with Pillow,
+        exactly as ``preprocess`` would, and the normalisation runs batched in ``encode_images``. None otherwise."""
+        if self._pixel_steps is None or self._short_side_resize is None:
+            return None
+        return (*self._short_side_resize, self.image_size)
 
     def preprocess(self, image):
-        """One image's model input, made in a decoding thread from a PIL image or from (C,H,W) uint8
-        pixels (a JPEG decoded by ``load_jpeg_pixels``).
+        """One image's model input from a PIL image or (C,H,W) uint8 pixels: what a query image goes through,
+        and what the indexer's decoding processes reproduce with Pillow when ``pixel_recipe`` allows.
 
         When the model's preprocessing ends in ToTensor + Normalize (open_clip's always does) the input is
         8-bit (C,H,W) pixels at the model's size, and those two steps run batched on the model's device in

@@ -58,8 +58,11 @@ def default_batch_size(device: str = "auto") -> int:
 
 
 def default_workers(device: str = "auto") -> int:
-    """Decoding threads when --workers is not given. On a CPU up to 4, leaving the other cores to the
-    model's own threads. With a GPU up to 8: more threads only fight over Python's GIL (on a 16-core H100
-    machine 8 threads decoded 1,758 images/s and 16 threads 1,209; benchmarks/RESULTS.md)."""
+    """Decoding processes when --workers is not given. On a CPU up to 4, leaving the other cores to the
+    model's own threads. With a GPU every core but two (the process feeding the GPU, and the rest of the
+    machine): processes share no GIL, unlike the decoding threads of before, of which more than 8 only
+    slowed each other down (benchmarks/RESULTS.md)."""
     cores = os.cpu_count() or 1
-    return max(1, min(8 if _device(device) == "cuda" else 4, cores))
+    if _device(device) == "cuda":
+        return max(1, cores - 2)
+    return max(1, min(4, cores))

@@ -1,6 +1,6 @@
 """Files in flight during an index run: what each file has produced so far (``FileWork``), the
-per-modality batches waiting for the model (``Batch``), and the checks run on a file in a worker thread
-(hashing it, and making sure it did not change while it was read).
+per-modality batches waiting for the model (``Batch``), and the checks run on a file (hashing it, in a
+worker thread, and making sure it did not change while it was read).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import DecodeError
-from ..records import MediaFile, Segment
+from ..records import MediaFile, Modality, Segment
 from .hashing import content_hash
 from .pipelines import Pipeline
 
@@ -31,6 +31,16 @@ class FileWork:
     @property
     def complete(self) -> bool:
         return self.decoded and len(self.vectors) == len(self.segments)
+
+    def by_index(self) -> list[tuple[Modality, list[Segment], np.ndarray]]:
+        """(index, segments, their vectors) for each index the file's segments go to: its own modality's,
+        or for a video the image index (frames) and the audio index (soundtrack windows)."""
+        groups: dict[Modality, tuple[list[Segment], list[np.ndarray]]] = {}
+        for segment, vector in zip(self.segments, self.vectors):
+            parts, vectors = groups.setdefault(segment.track or self.media.modality, ([], []))
+            parts.append(segment)
+            vectors.append(vector)
+        return [(modality, parts, np.vstack(vectors)) for modality, (parts, vectors) in groups.items()]
 
 
 class Batch:

@@ -8,8 +8,10 @@ import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..decoding.documents import DOCUMENT_EXTENSIONS
 from ..decoding.images import IMAGE_EXTENSIONS, looks_like_image
 from ..decoding.text import TEXT_EXTENSIONS
+from ..decoding.video import VIDEO_EXTENSIONS
 from ..errors import PathNotFoundError
 from ..records import MediaFile, Modality
 
@@ -25,13 +27,17 @@ def audio_extensions() -> frozenset[str]:
 
 
 def modality_of(path: Path, *, audio: frozenset[str] | None = None) -> Modality | None:
+    """A file's kind from its extension (documents are text; a video container is a video, even one whose
+    only stream is sound), else from its first bytes."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return Modality.IMAGE
-    if suffix in TEXT_EXTENSIONS:
+    if suffix in TEXT_EXTENSIONS or suffix in DOCUMENT_EXTENSIONS:
         return Modality.TEXT
     if suffix in (audio if audio is not None else audio_extensions()):
         return Modality.AUDIO
+    if suffix in VIDEO_EXTENSIONS:
+        return Modality.VIDEO
     if suffix in _SKIP_SUFFIXES:
         return None
     try:
@@ -41,15 +47,17 @@ def modality_of(path: Path, *, audio: frozenset[str] | None = None) -> Modality 
         return None
     if looks_like_image(head):
         return Modality.IMAGE
-    if head[:4] == b"RIFF":  # a container: WAVE is audio, WEBP an image, anything else (AVI...) neither
-        return {b"WAVE": Modality.AUDIO, b"WEBP": Modality.IMAGE}.get(head[8:12])
+    if head[:4] == b"RIFF":  # a container: WAVE is audio, WEBP an image, AVI a video, anything else neither
+        return {b"WAVE": Modality.AUDIO, b"WEBP": Modality.IMAGE, b"AVI ": Modality.VIDEO}.get(head[8:12])
     if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3":
         return Modality.AUDIO
+    if head.startswith(b"%PDF-"):
+        return Modality.TEXT
     return None
 
 
-_SKIP_SUFFIXES = frozenset({".json", ".py", ".js", ".html", ".xml", ".yaml", ".yml", ".toml", ".db", ".sqlite",
-                            ".faiss", ".npy", ".npz", ".pt", ".bin", ".safetensors", ".zip", ".gz", ".tar", ".pdf"})
+_SKIP_SUFFIXES = frozenset({".json", ".py", ".js", ".xml", ".yaml", ".yml", ".toml", ".db", ".sqlite",
+                            ".faiss", ".npy", ".npz", ".pt", ".bin", ".safetensors", ".zip", ".gz", ".tar"})
 
 
 def normalise_root(root: Path | str) -> Path:

@@ -5,9 +5,10 @@ only after it commits are the vectors added to the in-memory FAISS indexes, whic
 at the end (and now and then during long runs). A crash therefore never leaves a row without its vector;
 index files that lag behind the catalog are reconciled when the store is next opened.
 
-Hostile files never abort a run: each file is hashed and decoded in a worker thread under a time limit
-(``file_timeout``), re-checked after decoding (a file that changed or vanished meanwhile is not indexed
-from a half-old read), and whatever fails is recorded with its reason. Failures of the file's bytes are
+Hostile files never abort a run: each file is hashed in a worker thread under a time limit
+(``file_timeout``) and decoded in a worker process (``workers``: a decoder that crashes, hangs or runs out
+of memory fails that file alone), re-checked after decoding (a file that changed or vanished meanwhile is
+not indexed from a half-old read), and whatever fails is recorded with its reason. Failures of the file's bytes are
 retried when the file changes; failures to read it at all (permission, changed/vanished mid-read) are
 retried on every run.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -24,15 +25,16 @@ from ..atomic import leftover_temp_files
 from ..encoders.runtime import default_workers
 from ..errors import DecodeError, ModelLoadError
 from ..progress import NoProgress, Progress
-from ..records import FailedFile, IndexReport, MediaFile, Modality, Segment
+from ..records import FailedFile, IndexReport, MediaFile, Modality
 from ..store.folder import Store
 from ..store.reselect import BackgroundReselect, maybe_reselect
 from ..store.rows import FAILED, INDEXED, RETRY, ItemRow
 from .batches import Batch, FileWork, Unreadable, hash_or_error, unchanged_since_found
 from .discovery import discover, is_under, normalise_root
-from .pipelines import Pipeline
+from .pipelines import Pipeline, VideoPipeline
 from .plan import Plan, plan_run
 from .timeouts import DEFAULT_FILE_TIMEOUT, DaemonPool, TimedOut, ordered
+from .workers import DEFAULT_MEMORY, DecodeWorkers
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,13 @@ SAVE_EVERY_SECONDS = 120.0
 class Indexer:
     def __init__(self, store: Store, pipelines: Sequence[Pipeline], *, batch_size: int = 32,
                  workers: int | None = None, progress: Progress | None = None,
-                 file_timeout: float | None = DEFAULT_FILE_TIMEOUT, optional: Sequence[Modality] = ()):
-        """``file_timeout``: seconds one file may spend being hashed or decoded (None: no limit)."""
+                 file_timeout: float | None = DEFAULT_FILE_TIMEOUT, optional: Sequence[Modality] = (),
+                 decode_memory: int | None = DEFAULT_MEMORY):
+        """``file_timeout``: seconds one file may spend being hashed, or decoding without producing anything
+        (None: no limit); ``decode_memory``: bytes of data each decoding process may hold (None: no limit)."""
         self.store = store
         self.file_timeout = file_timeout
+        self.decode_memory = decode_memory
         self.pipelines = {p.modality: p for p in pipelines}
         self.optional = frozenset(optional)
         """Modalities whose files are skipped, with a note, when their model cannot be loaded."""
@@ -69,19 +74,13 @@ class Indexer:
         seen = {str(media.path) for media in found}  # skipped modalities below are kept, not removed
         notes: list[str] = []
         for modality in sorted({m.modality for m in found}, key=lambda m: m.value):
-            pipeline = self.pipelines[modality]  # loads that modality's model (and refuses a mismatch) only when needed
-            try:
-                self.store.bind_model(pipeline.role, pipeline.encoder.identity)
-            except ModelLoadError as exc:
-                if modality not in self.optional:
-                    raise
+            usable, note = self._prepare_models(modality)  # loads the models (and refuses a mismatch) when needed
+            if not usable:
                 skipped = [m for m in found if m.modality == modality]
                 found = [m for m in found if m.modality != modality]
-                notes.append(f"{len(skipped)} {modality.value} files skipped: {exc}")
-                continue
-            # Load (and reconcile) the index before this run writes to the catalog, so that vectors added
-            # below are not also picked up by a reconcile after their commit.
-            self.store.loaded_index(modality, pipeline.dim)
+                note = f"{len(skipped)} {modality.value} files skipped: {note}"
+            if note:
+                notes.append(note)
 
         unchanged, changed = 0, []
         for media in found:
@@ -116,7 +115,7 @@ class Indexer:
             self._apply_moves_and_removals(plan)
             copied, orphans = self._apply_copies(plan)
             plan.embed.extend(orphans)
-            segments, embed_failed, embed_unreadable = self._embed(pool, plan.embed)
+            segments, embed_failed, embed_unreadable = self._embed(plan.embed)
             failed.extend(embed_failed)
             unreadable |= embed_unreadable
         finally:
@@ -125,7 +124,8 @@ class Indexer:
         notes.extend(self._reselect.notes)
         self._record_failures(failed, {str(m.path): m for m in found}, unreadable, hashes)
         self.store.save_indexes()
-        for modality in self.pipelines:  # grown several-fold since the last choice (made in the background or not)
+        indexes = {index for pipeline in self.pipelines.values() for index, _ in pipeline.spaces()}
+        for modality in sorted(indexes, key=lambda m: m.value):  # grown several-fold since the last choice
             maybe_reselect(self.store, modality)
         new_paths = {str(w.media.path) for w in plan.embed} | {str(m.path) for m, _, _ in plan.copies}
         failed_paths = {f.path for f in failed}
@@ -135,6 +135,25 @@ class Indexer:
             added=added, updated=updated, removed=len(plan.removals), unchanged=unchanged,
             failed=tuple(sorted(failed, key=lambda f: f.path)), seconds=round(time.perf_counter() - started, 3),
             renamed=len(plan.moves), segments_embedded=segments, segments_reused=copied, notes=tuple(notes))
+
+    def _prepare_models(self, modality: Modality) -> tuple[bool, str | None]:
+        """Bind the models of ``modality``'s files to the store and load (and reconcile) their indexes, before
+        this run writes to the catalog (so vectors added below are not also picked up by a reconcile after
+        their commit). Returns (whether its files can be indexed, a note): an optional model that cannot be
+        loaded skips its files, or, for videos, their soundtracks."""
+        pipeline = self.pipelines[modality]
+        for index_modality, part in pipeline.spaces():
+            try:
+                self.store.bind_model(part.role, part.encoder.identity)
+            except ModelLoadError as exc:
+                if index_modality not in self.optional:
+                    raise
+                if isinstance(pipeline, VideoPipeline):  # frames still; the soundtrack needs the audio model
+                    pipeline.audio = None
+                    return True, f"video soundtracks not indexed: {exc}"
+                return False, str(exc)
+            self.store.loaded_index(index_modality, part.dim)
+        return True, None
 
     def _timeout_reason(self, timed_out: TimedOut, doing: str) -> str:
         return f"{timed_out.reason} {doing} the file (the per-file time limit, file_timeout)"
@@ -167,8 +186,7 @@ class Indexer:
                                              mtime_ns=media.mtime_ns, content_hash=digest, state=INDEXED)
                     for modality, ids in write.drop_segments([item_id]).items():
                         dropped.setdefault(modality, []).extend(ids)
-                    modality, ids, matrix = write.copy_segments(source.id, item_id)
-                    if modality is not None:
+                    for modality, ids, matrix in write.copy_segments(source.id, item_id):
                         added.setdefault(modality, []).append((ids, matrix))
                         reused += len(ids)
             self._drop_from_indexes(dropped)
@@ -178,50 +196,38 @@ class Indexer:
                     index.add(ids, matrix)
         return reused, orphans
 
-    def _embed(self, pool: DaemonPool, work: list[FileWork]) -> tuple[int, list[FailedFile], set[str]]:
-        """Decode, encode and commit ``work``; returns (segments embedded, failures, paths that were unreadable)."""
+    def _embed(self, work: list[FileWork]) -> tuple[int, list[FailedFile], set[str]]:
+        """Decode (in worker processes), encode and commit ``work``; returns (segments embedded, failures,
+        paths that were unreadable)."""
         failed: list[FailedFile] = []
         unreadable: set[str] = set()
         batches = {m: Batch(p, self.batch_size) for m, p in self.pipelines.items()}
         segments = 0
+        if not work:
+            return 0, failed, unreadable
         self.progress.start(len(work), "embedding", "file")
         try:
-            decoded = ordered(pool, lambda w: self._decode(w.media), work, self.workers * 2 + self.batch_size,
-                              self.file_timeout)
-            for item, parts in zip(work, decoded):
-                batch = batches[item.media.modality]
-                try:
-                    if isinstance(parts, TimedOut):
-                        raise DecodeError(item.media.path, self._timeout_reason(parts, "decoding"))
-                    if isinstance(parts, DecodeError):
-                        raise parts
-                    # eagerly decoded files were re-checked in the worker; lazy ones once read to the end
-                    batch.add(item, parts, check=None if isinstance(parts, list) else unchanged_since_found)
-                except DecodeError as exc:
-                    failed.append(FailedFile(str(item.media.path), exc.reason))
-                    if isinstance(exc, Unreadable):
-                        unreadable.add(str(item.media.path))
-                self.progress.advance()
-                if batch.ready() >= self.batch_size:
-                    segments += self._commit(batch.take_complete())
+            with DecodeWorkers(min(self.workers, len(work)), limit=self.file_timeout, memory=self.decode_memory) as pool:
+                jobs = [(self.pipelines[w.media.modality].decoder(), w.media.path) for w in work]
+                for item, parts in zip(work, pool.decoded(jobs)):
+                    pipeline = self.pipelines[item.media.modality]
+                    batch = batches[item.media.modality]
+                    try:
+                        batch.add(item, ((segment, pipeline.prepare(segment, payload)) for segment, payload in parts),
+                                  check=unchanged_since_found)
+                    except DecodeError as exc:
+                        failed.append(FailedFile(str(item.media.path), exc.reason))
+                        if isinstance(exc, Unreadable):
+                            unreadable.add(str(item.media.path))
+                    self.progress.advance()
+                    if batch.ready() >= self.batch_size:
+                        segments += self._commit(batch.take_complete())
             for batch in batches.values():
                 batch.encode_pending()
                 segments += self._commit(batch.take_complete())
         finally:
             self.progress.finish()
         return segments, failed, unreadable
-
-    def _decode(self, media: MediaFile) -> Iterable[tuple[Segment, Any]] | DecodeError:
-        try:
-            parts = self.pipelines[media.modality].decode(media.path)
-            if isinstance(parts, list):  # read to the end already: re-check the file here, off the main thread
-                unchanged_since_found(media)
-            return parts
-        except DecodeError as exc:
-            return exc
-        except Exception as exc:  # a decoder bug must not abort the run: record it against the file
-            log.exception("unexpected error decoding %s", media.path)
-            return DecodeError(media.path, f"unexpected {type(exc).__name__}: {str(exc)[:200]}")
 
     def _commit(self, done: list[FileWork]) -> int:
         if not done:
@@ -232,10 +238,10 @@ class Indexer:
                         INDEXED, None)
                 for w in done])
             dropped = write.drop_segments(item_ids)
-            matrices = [np.vstack(work.vectors) for work in done]
-            new_ids = write.add_segments_many([(item_id, work.media.modality, work.segments, matrix)
-                                               for work, item_id, matrix in zip(done, item_ids, matrices)])
-        added = [(work.media.modality, ids, matrix) for work, ids, matrix in zip(done, new_ids, matrices)]
+            entries = [(item_id, modality, parts, matrix)
+                       for work, item_id in zip(done, item_ids) for modality, parts, matrix in work.by_index()]
+            new_ids = write.add_segments_many(entries)
+        added = [(modality, ids, matrix) for (_, modality, _, matrix), ids in zip(entries, new_ids)]
         self._drop_from_indexes(dropped)
         for modality, ids, matrix in added:
             self.store.loaded_index(modality, matrix.shape[1]).add(ids, matrix)

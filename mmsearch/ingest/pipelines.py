@@ -1,55 +1,82 @@
-"""Per-modality decode (runs in worker threads) and encode (runs on the model) steps used by the indexer."""
+"""Per-modality steps of an index run: what a decoding process runs on a file (``decoder``: a ``Decoder``
+from ``decoders``), what this process makes of each part it sends back (``prepare``: the model's input),
+and the model step (``encode``). ``decode(path)`` runs both steps here, for callers without worker
+processes (evaluation, benchmarks)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..decoding.images import load_image, load_jpeg_pixels
-from ..decoding.text import load_passages
-from ..errors import DecodeError
 from ..records import Modality, Segment
-from .timeouts import TaskTimeout, streamed
+from .decoders import Decoder
 
 
 class Pipeline(Protocol):
     modality: Modality
-    role: str
-    """The model space the vectors live in: 'clip' or 'clap'."""
-    dim: int
+    """The kind of file it indexes."""
+
+    def decoder(self) -> Decoder:
+        """What a decoding process runs on one file: (segment, payload) pairs."""
+
+    def prepare(self, segment: Segment, payload: Any) -> Any:
+        """A payload from a decoding process -> the model's input."""
 
     def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
-        """(segment, model input) pairs for a file; may be lazy. Raises DecodeError."""
+        """(segment, model input) pairs for a file, decoded in this process; may be lazy. Raises DecodeError."""
 
-    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
-        """Model inputs -> (N, dim) float32 unit vectors."""
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray | list[np.ndarray]:
+        """Model inputs -> one unit vector each (float32)."""
+
+    def spaces(self) -> list[tuple[Modality, "ModelPipeline"]]:
+        """(index, the single-model pipeline whose vectors go there) for every index the file's segments reach."""
 
 
 @dataclass
-class _ModelPipeline:
+class ModelPipeline:
+    """A pipeline of one model: its segments all go to the index of ``modality``."""
+
     encoder: Any
+    modality: Modality = Modality.IMAGE
+    role: str = "clip"
+    """The model space the vectors live in: 'clip' or 'clap'."""
 
     @property
     def dim(self) -> int:
         return self.encoder.identity.dim
 
+    def spaces(self) -> list[tuple[Modality, "ModelPipeline"]]:
+        return [(self.modality, self)]
+
+    def prepare(self, segment: Segment, payload: Any) -> Any:
+        return payload
+
+    def decode(self, path: Path) -> Iterator[tuple[Segment, Any]]:
+        for segment, payload in self.decoder()(path):
+            yield segment, self.prepare(segment, payload)
+
 
 @dataclass
-class ImagePipeline(_ModelPipeline):
+class ImagePipeline(ModelPipeline):
     modality: Modality = Modality.IMAGE
-    role: str = "clip"
 
-    def decode(self, path: Path) -> list[tuple[Segment, Any]]:
-        if getattr(self.encoder, "device_preprocess", False):
-            from ..encoders.clip import DEVICE_RESIZE_MAX_PIXELS
+    def decoder(self) -> Decoder:
+        return Decoder.of("mmsearch.ingest.decoders:image_pixels", **self.pixel_options())
 
-            pixels = load_jpeg_pixels(path, max_pixels=DEVICE_RESIZE_MAX_PIXELS)
-            if pixels is not None:
-                return [(Segment(0), self.encoder.preprocess(pixels))]
-        image = load_image(path, target_size=self.encoder.image_size)
-        return [(Segment(0), self.encoder.preprocess(image))]
+    def pixel_options(self) -> dict[str, Any]:
+        """How a decoding process makes this model's input pixels (``decoders.image_pixels``)."""
+        return {"draft_size": self.encoder.image_size, "recipe": getattr(self.encoder, "pixel_recipe", None)}
+
+    def prepare(self, segment: Segment, payload: np.ndarray) -> Any:
+        import torch
+
+        if payload.ndim == 3 and payload.shape[0] == 3 and getattr(self.encoder, "pixel_recipe", None) is not None:
+            return torch.from_numpy(payload)  # already the model's (3, S, S) uint8 input
+        from PIL import Image
+
+        return self.encoder.preprocess(Image.fromarray(payload))  # the model's own preprocessing
 
     def encode(self, inputs: Sequence[Any]) -> np.ndarray:
         import torch
@@ -58,47 +85,66 @@ class ImagePipeline(_ModelPipeline):
 
 
 @dataclass
-class TextPipeline(_ModelPipeline):
+class TextPipeline(ModelPipeline):
     modality: Modality = Modality.TEXT
-    role: str = "clip"
 
-    def decode(self, path: Path) -> list[tuple[Segment, Any]]:
-        return [(passage, passage.text) for passage in load_passages(path)]
+    def decoder(self) -> Decoder:
+        return Decoder.of("mmsearch.ingest.decoders:passages")
 
     def encode(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.encoder.encode_texts(list(inputs)).vectors
 
 
-EAGER_AUDIO_SECONDS = 120.0
-"""Audio files up to this long are decoded whole in a worker thread; longer ones stream window by window."""
-
-
 @dataclass
-class AudioPipeline(_ModelPipeline):
+class AudioPipeline(ModelPipeline):
     modality: Modality = Modality.AUDIO
     role: str = "clap"
-    window_timeout: float | None = 60.0
-    """Seconds a long (streamed) file may take to produce its next window before it is recorded as failed."""
 
-    def decode(self, path: Path) -> Iterable[tuple[Segment, Any]]:
-        from ..decoding.audio import iter_audio_windows, probe_audio
+    def decoder(self) -> Decoder:
+        return Decoder.of("mmsearch.ingest.decoders:audio_windows", **self.window_options())
 
-        info = probe_audio(path)
-        windows = (
-            (Segment(ordinal, start=round(w.start, 3), end=round(w.end, 3)), w.samples)
-            for ordinal, w in enumerate(iter_audio_windows(path, sample_rate=self.encoder.sample_rate,
-                                                           window_seconds=self.encoder.window_seconds))
-        )
-        if info.duration <= EAGER_AUDIO_SECONDS:
-            return list(windows)  # decoded whole, in the indexer's worker thread (under its per-file limit)
-        return self._streamed(path, windows)
-
-    def _streamed(self, path: Path, windows: Iterator[tuple[Segment, Any]]) -> Iterator[tuple[Segment, Any]]:
-        """Long files: decoded a few windows ahead in a thread of their own, each window under a time limit."""
-        try:
-            yield from streamed(windows, timeout=self.window_timeout, what="audio")
-        except TaskTimeout as exc:
-            raise DecodeError(path, f"timed out: no audio decoded for {exc.seconds:g} s") from None
+    def window_options(self) -> dict[str, Any]:
+        return {"sample_rate": int(self.encoder.sample_rate), "window_seconds": float(self.encoder.window_seconds)}
 
     def encode(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.encoder.encode_audio(list(inputs))
+
+
+VIDEO_FRAMES = {"every_seconds": 5.0, "scene_threshold": 0.4}
+"""How frames are sampled from a video (``decoding.video.iter_video_frames``; the rule is in its docstring)."""
+
+
+@dataclass
+class VideoPipeline:
+    """A video's sampled frames through the image pipeline and its soundtrack through the audio one
+    (None: not indexed, e.g. when no audio model can be loaded); each segment says which (``Segment.track``)."""
+
+    image: ImagePipeline
+    audio: AudioPipeline | None = None
+    frames: dict[str, Any] = field(default_factory=lambda: dict(VIDEO_FRAMES))
+    modality: Modality = Modality.VIDEO
+
+    def spaces(self) -> list[tuple[Modality, ModelPipeline]]:
+        return [(Modality.IMAGE, self.image)] + ([(Modality.AUDIO, self.audio)] if self.audio is not None else [])
+
+    def decoder(self) -> Decoder:
+        return Decoder.of("mmsearch.ingest.decoders:video_moments", frames={**self.image.pixel_options(), **self.frames},
+                          sound=self.audio.window_options() if self.audio is not None else None)
+
+    def prepare(self, segment: Segment, payload: Any) -> Any:
+        part = self.image if segment.track == Modality.IMAGE else self.audio
+        return segment.track, part.prepare(segment, payload)
+
+    def decode(self, path: Path) -> Iterator[tuple[Segment, Any]]:
+        for segment, payload in self.decoder()(path):
+            yield segment, self.prepare(segment, payload)
+
+    def encode(self, inputs: Sequence[tuple[Modality, Any]]) -> list[np.ndarray]:
+        """Frames through the image model, windows through the audio model, each batched; vectors in order."""
+        vectors: list[Any] = [None] * len(inputs)
+        for track, part in self.spaces():
+            at = [n for n, (kind, _) in enumerate(inputs) if kind == track]
+            if at:
+                for n, vector in zip(at, part.encode([inputs[n][1] for n in at])):
+                    vectors[n] = vector
+        return vectors

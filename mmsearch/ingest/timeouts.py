@@ -1,6 +1,6 @@
 """Work on files in threads with a time limit per file, without letting a stuck file hang the run.
 
-A decoder stuck on a hostile file (a network mount that stopped answering, a codec that loops) cannot
+A read stuck on a hostile file (a network mount that stopped answering) cannot
 be interrupted from Python. ``DaemonPool`` therefore gives up on it instead: the caller stops waiting
 once the task has *run* for longer than the limit (time spent queued does not count), the stuck thread
 is abandoned and replaced so the pool keeps its width, and because every worker is a daemon thread an
@@ -177,49 +177,3 @@ def ordered(pool: DaemonPool, fn: Callable[[Any], Any], items: Sequence[Any], ah
     finally:
         for task in pending:  # the consumer stopped early (an error, a crash): drop what has not started
             task.cancel()
-
-
-_END = object()
-
-
-def streamed(items: Iterator[Any], *, timeout: float | None, ahead: int = 4, what: str = "item") -> Iterator[Any]:
-    """Iterate ``items`` in a daemon thread, at most ``ahead`` items queued (memory stays bounded).
-    Waiting longer than ``timeout`` seconds for the next item raises ``TaskTimeout``; the stuck
-    producer is abandoned (it is a daemon thread). Errors of the producer are raised here. When the
-    consumer stops early, the producer stops at its next hand-over and lets go of what it holds."""
-    handoff: queue.Queue = queue.Queue(maxsize=max(1, ahead))
-    stop = threading.Event()
-
-    def hand_over(entry: tuple[Any, BaseException | None]) -> bool:
-        """Put ``entry`` in the queue unless the consumer has stopped; False when it has."""
-        while not stop.is_set():
-            try:
-                handoff.put(entry, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not hand_over((item, None)):
-                    return
-            hand_over((_END, None))
-        except BaseException as error:  # handed to the consumer, raised there
-            hand_over((_END, error))
-
-    threading.Thread(target=produce, name=f"mmsearch-stream-{what}", daemon=True).start()
-    try:
-        while True:
-            try:
-                item, error = handoff.get(timeout=timeout)
-            except queue.Empty:
-                raise TaskTimeout(timeout) from None
-            if item is _END:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()

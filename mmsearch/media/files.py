@@ -20,7 +20,9 @@ from ..store.rows import INDEXED
 
 _EXTRA_TYPES = {".flac": "audio/flac", ".opus": "audio/ogg", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
                 ".webp": "image/webp", ".avif": "image/avif", ".heic": "image/heic", ".wav": "audio/wav",
-                ".mp3": "audio/mpeg", ".md": "text/markdown", ".jsonl": "application/x-ndjson"}
+                ".mp3": "audio/mpeg", ".md": "text/markdown", ".jsonl": "application/x-ndjson",
+                ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+                ".mkv": "video/x-matroska", ".pdf": "application/pdf", ".epub": "application/epub+zip"}
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ from ..errors import UsageError
 class Filters:
     """``path_glob``: absolute paths matching it (``*``, ``?``, ``[...]``; a relative pattern matches below
     any folder). ``modified_after``/``modified_before``: the file's modification time, Unix seconds (from,
-    before). ``min_duration``/``max_duration``: an audio file's length in seconds (its last window's end);
-    images and text files have none, so a duration filter leaves them out."""
+    before). ``min_duration``/``max_duration``: an audio file's or a video's length in seconds (its last
+    soundtrack window's end); images and text files have none, so a duration filter leaves them out."""
 
     path_glob: str | None = None
     modified_after: float | None = None
     modified_before: float | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    file_kind: str | None = None
+    """Only files of this kind (the searcher sets it where videos share the image and audio indexes)."""
 
     def __post_init__(self):
         for name in ("modified_after", "modified_before", "min_duration", "max_duration"):
@@ -47,7 +49,8 @@ class Filters:
         ns = [None if t is None else min(max(int(t * 1e9), -2 ** 63), 2 ** 63 - 1)  # SQLite's integers
               for t in (self.modified_after, self.modified_before)]
         return {"modified": tuple(ns) if any(t is not None for t in ns) else None,
-                "duration": (self.min_duration, self.max_duration) if self.has_duration else None}
+                "duration": (self.min_duration, self.max_duration) if self.has_duration else None,
+                "file_kind": self.file_kind}
 
 
 def parse_time(text: str, option: str) -> float:

@@ -92,11 +92,11 @@ def part_cosines(hits: tuple[Hit, ...], parts: list[PartVectors],
                  fetch: Callable[[str, list[int]], dict[int, np.ndarray]]) -> tuple[Hit, ...]:
     """The hits with each part's cosine to their best segment (``fetch(space, segment ids)`` -> vectors)."""
     vectors: dict[int, np.ndarray] = {}
-    for space in {SPACE_OF[h.modality] for h in hits}:
-        vectors.update(fetch(space, [h.segment_id for h in hits if SPACE_OF[h.modality] == space]))
+    for space in {SPACE_OF[h.segment_modality] for h in hits}:
+        vectors.update(fetch(space, [h.segment_id for h in hits if SPACE_OF[h.segment_modality] == space]))
     out = []
     for hit in hits:
-        space, vector = SPACE_OF[hit.modality], vectors.get(hit.segment_id)
+        space, vector = SPACE_OF[hit.segment_modality], vectors.get(hit.segment_id)
         cosines = tuple(round(float((p.by_space[space] @ vector).max()), 6)
                         if space in p.by_space and vector is not None else None for p in parts)
         out.append(replace(hit, parts=cosines))

@@ -19,16 +19,19 @@ import numpy as np
 
 from ..errors import UsageError
 from ..index.backend import Neighbours
-from ..records import Hit, Modality, SearchResult
+from ..records import INDEX_MODALITIES, Hit, Modality, SearchResult
 from ..store.folder import SPACE_OF, Store
 from ..store.rows import SegmentRow
 from .filters import Filters, check_glob  # noqa: F401  (check_glob: re-exported)
 
 log = logging.getLogger(__name__)
 
-KINDS = ("all", "image", "text", "audio")
-TARGETS = {kind: tuple(m for m in Modality if kind in ("all", m.value)) for kind in KINDS}
-"""The modalities each kind searches."""
+KINDS = ("all", "image", "text", "audio", "video")
+TARGETS = {"all": INDEX_MODALITIES, "image": (Modality.IMAGE,), "text": (Modality.TEXT,),
+           "audio": (Modality.AUDIO,), "video": (Modality.IMAGE, Modality.AUDIO)}
+"""The indexes each kind searches (a video's frames are in the image index, its soundtrack in the audio one)."""
+SHARED = {"image": ("video",), "audio": ("video",), "video": ("image", "audio")}
+"""The kinds whose files share the indexes a kind searches: present, the search is narrowed to the kind's files."""
 CALIBRATION_SAMPLE = 1024
 
 
@@ -121,17 +124,22 @@ class Searcher:
             raise UsageError(f"{{opt:kind}} must be one of {', '.join(KINDS)}, not {kind!r}")
         check_page(k, offset)
         filters = replace(filters or Filters(), path_glob=path_glob) if path_glob is not None else filters or Filters()
-        chosen = filters if filters.active else None
         files = self.file_counts()
+        if any(files.get(other) for other in SHARED.get(kind, ())):
+            filters = replace(filters, file_kind=kind)
+        chosen = filters if filters.active else None
         notes = list(query.notes)
-        reachable = [m for m in TARGETS[kind] if SPACE_OF[m] in query.by_space and files.get(m.value)]
+        reachable = [m for m in TARGETS[kind] if SPACE_OF[m] in query.by_space
+                     and (files.get(m.value) or (m.value in SHARED["video"] and files.get("video")))]
         if kind != "all" and not files.get(kind):
             raise UsageError(f"this store holds no {kind} files")
         if not reachable:
             raise UsageError(f"this query cannot reach {'any indexed kind' if kind == 'all' else kind} files "
                              f"(no model bridges its space to theirs: fit the bridge first)")
         exclude = frozenset(int(i) for i in exclude)
-        available = sum(files.get(m.value, 0) for m in reachable) - len(exclude)
+        kinds = [kind] if kind != "all" else \
+            [m.value for m in reachable] + (["video"] if any(m.value in SHARED["video"] for m in reachable) else [])
+        available = sum(files.get(name, 0) for name in kinds) - len(exclude)
         if k > available and not offset and say_when_short:
             if strict_k:
                 raise UsageError(f"{{opt:k}} {k} is more than the {available} files this store holds for {{opt:kind}} "
@@ -140,6 +148,12 @@ class Searcher:
         wanted = offset + k + 1  # one more than the page: is there a next one?
         hits = [hit for modality in reachable
                 for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], wanted, chosen, exclude)]
+        if len(reachable) > 1 and files.get("video"):  # a video can come from both its tracks: once, its best
+            best: dict[int, Hit] = {}
+            for hit in hits:
+                if hit.item_id not in best or hit.calibrated > best[hit.item_id].calibrated:
+                    best[hit.item_id] = hit
+            hits = list(best.values())
         hits.sort(key=(lambda h: -h.calibrated) if len(reachable) > 1 else (lambda h: -h.score))
         return SearchResult(tuple(hits[offset:offset + k]), tuple(notes), more=len(hits) > offset + k)
 
@@ -198,8 +212,10 @@ class Searcher:
         hits = []
         for item_id, (score, segment, row) in best.items():
             n = at[row]
-            hits.append(Hit(segment.path, modality, round(score, 6), round((score - means[n]) / stds[n], 4), item_id,
-                            segment.id, segment.text if passages else None, segment.start, segment.end))
+            kind = segment.file_modality or modality
+            hits.append(Hit(segment.path, kind, round(score, 6), round((score - means[n]) / stds[n], 4), item_id,
+                            segment.id, segment.text if passages else None, segment.start, segment.end,
+                            page=segment.page, track=modality if kind == Modality.VIDEO else None))
         return hits
 
     def file_counts(self) -> dict[str, int]:

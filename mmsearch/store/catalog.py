@@ -27,7 +27,8 @@ from .writes import CatalogWriter
 SEGMENT_CACHE_ROWS = 200_000
 """Segment rows kept in memory for search results (about 60 MB at most)."""
 _SEGMENT_ROWS = ('SELECT segments.id, segments.item_id, items.path, segments.modality, segments.text, segments.start, '
-                 'segments."end" FROM segments JOIN items ON items.id = segments.item_id WHERE segments.id IN ({})')
+                 'segments."end", segments.page, items.modality FROM segments JOIN items ON items.id = segments.item_id '
+                 'WHERE segments.id IN ({})')
 _ITEMS = "SELECT id, path, modality, size, mtime_ns, content_hash, state, error FROM items"
 
 
@@ -109,15 +110,21 @@ class Catalog:
         return _item(row) if row is not None else None
 
     def item_vectors(self, item_id: int) -> tuple[Modality | None, np.ndarray]:
-        """(the file's modality, its segments' stored vectors in order), all from one snapshot; (None, empty)
-        for an id the catalog does not hold as indexed."""
+        """(the index its vectors are in, its segments' stored vectors in order), all from one snapshot;
+        (None, empty) for an id the catalog does not hold as indexed. A video's are its frames' (its
+        soundtrack's when it has no frames)."""
         with self._database.read() as conn:
             row = conn.execute("SELECT modality FROM items WHERE id = ? AND state = ?", (int(item_id), INDEXED)).fetchone()
-            blobs = conn.execute("SELECT vectors.vector FROM segments JOIN vectors ON vectors.segment_id = segments.id "
-                                 "WHERE segments.item_id = ? ORDER BY segments.ordinal", (int(item_id),)).fetchall()
-        if row is None:
-            return None, np.empty((0, 0), np.float32)
-        return Modality(row[0]), np.frombuffer(b"".join(b[0] for b in blobs), dtype=np.float32).reshape(len(blobs), -1)
+            if row is None:
+                return None, np.empty((0, 0), np.float32)
+            kind = Modality(row[0])
+            for track in (Modality.IMAGE, Modality.AUDIO) if kind == Modality.VIDEO else (kind,):
+                blobs = conn.execute("SELECT vectors.vector FROM segments JOIN vectors ON vectors.segment_id = "
+                                     "segments.id WHERE segments.item_id = ? AND segments.modality = ? "
+                                     "ORDER BY segments.ordinal", (int(item_id), track.value)).fetchall()
+                if blobs:
+                    break
+        return track, np.frombuffer(b"".join(b[0] for b in blobs), dtype=np.float32).reshape(len(blobs), -1)
 
     def items_by_hash(self, hashes: Iterable[str]) -> dict[str, ItemRow]:
         """Indexed items with these content hashes (one per hash), to reuse their vectors."""
@@ -171,7 +178,8 @@ class Catalog:
         missing = [int(i) for i in ids if i not in cache and i >= 0]
         if missing:
             for row in self._raw_rows(_SEGMENT_ROWS, missing):
-                cache[row[0]] = SegmentRow(row[0], row[1], row[2], Modality(row[3]), row[4], row[5], row[6])
+                cache[row[0]] = SegmentRow(row[0], row[1], row[2], Modality(row[3]), row[4], row[5], row[6], row[7],
+                                            Modality(row[8]))
         return cache
 
     def _raw_rows(self, query: str, ids: list[int]) -> list[tuple]:

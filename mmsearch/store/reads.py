@@ -69,12 +69,14 @@ class CatalogReader:
     # -- what indexing and search read -----------------------------------------------------------------
     def segment_ids(self, modality: Modality, path_glob: str | None = None, *,
                     modified: tuple[int | None, int | None] | None = None,
-                    duration: tuple[float | None, float | None] | None = None) -> np.ndarray:
+                    duration: tuple[float | None, float | None] | None = None,
+                    file_kind: str | None = None) -> np.ndarray:
         """Ids of the segments of a modality, optionally only those whose file path matches a glob
         (SQLite GLOB: ``*``, ``?``, ``[...]``, case-sensitive), answered from the catalog's indexes;
         ``modified``: (from, before) modification times in ns, either None for open; ``duration``: (at
-        least, at most) seconds, an audio file's length being its last window's end."""
-        if path_glob is None and modified is None and duration is None:
+        least, at most) seconds, an audio file's length being its last window's end; ``file_kind``: only the
+        segments of files of that modality (a video's frames share the image index with photos)."""
+        if path_glob is None and modified is None and duration is None and file_kind is None:
             query, params = SEGMENTS_SQL, (modality.value,)
         else:
             query, params = FILTERED_SEGMENTS_SQL, (modality.value,)
@@ -85,6 +87,8 @@ class CatalogReader:
                 if bounds is not None:
                     query += PREFIX_RANGE
                     params += bounds
+            if file_kind is not None:
+                query, params = query + " AND items.modality = ?", params + (file_kind,)
             low, high = modified or (None, None)
             if low is not None:
                 query, params = query + " AND items.mtime_ns >= ?", params + (int(low),)

@@ -30,12 +30,16 @@ class ItemRow:
 
 @dataclass(frozen=True)
 class SegmentRow:
-    """What one vector stands for, with its file's path."""
+    """What one vector stands for, with its file's path and kind."""
 
     id: int
     item_id: int
     path: str
     modality: Modality
+    """The index the segment is in (a video's frames: IMAGE, its soundtrack: AUDIO)."""
     text: str | None
     start: float | None
     end: float | None
+    page: int | None = None
+    file_modality: Modality | None = None
+    """The file's own modality (VIDEO for a video's frames and windows); None when not read."""

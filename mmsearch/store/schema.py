@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from ..errors import StoreCorruptError, StoreNotFoundError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = (
     'CREATE TABLE IF NOT EXISTS store_info (\n\t"key" VARCHAR NOT NULL, \n\tvalue TEXT NOT NULL, \n\t'
@@ -31,7 +31,8 @@ TABLES = (
     "PRIMARY KEY (id), \n\tUNIQUE (path)\n)",
     "CREATE TABLE IF NOT EXISTS segments (\n\tid INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \n\t"
     "item_id INTEGER NOT NULL, \n\tmodality VARCHAR(8) NOT NULL, \n\tordinal INTEGER NOT NULL, \n\ttext TEXT, \n\t"
-    'start FLOAT, \n\t"end" FLOAT, \n\tFOREIGN KEY(item_id) REFERENCES items (id) ON DELETE CASCADE\n)',
+    'start FLOAT, \n\t"end" FLOAT, \n\tpage INTEGER, \n\t'
+    'FOREIGN KEY(item_id) REFERENCES items (id) ON DELETE CASCADE\n)',
     "CREATE TABLE IF NOT EXISTS vectors (\n\tsegment_id INTEGER NOT NULL, \n\tvector BLOB NOT NULL, \n\t"
     "PRIMARY KEY (segment_id), \n\tFOREIGN KEY(segment_id) REFERENCES segments (id) ON DELETE CASCADE\n)",
     "CREATE INDEX IF NOT EXISTS ix_items_state ON items (state)",
@@ -39,7 +40,8 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS ix_segments_item ON segments (item_id)",
     "CREATE INDEX IF NOT EXISTS ix_segments_modality ON segments (modality)",
 )
-"""The schema, exactly as mmsearch's earlier SQLAlchemy models made it (stores made before open as they are).
+"""The schema as mmsearch's earlier SQLAlchemy models made it (stores made before open as they are), with
+``segments.page`` since schema 2.
 Segment ids are AUTOINCREMENT: never reused, so a stale index can never point at a new segment."""
 SPEEDUPS = (
     "CREATE INDEX IF NOT EXISTS ix_items_state_modality ON items (state, modality)",
@@ -49,7 +51,14 @@ made with the tables, and added to an older store by its next writer (``Catalog.
 the indexed files per kind then reads this index alone, not every item row (0.36 s at 1M items)."""
 
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _add_page(conn: sqlite3.Connection) -> None:
+    """Schema 2: a document passage's page (PDF page, EPUB chapter); NULL for every earlier segment."""
+    conn.execute("ALTER TABLE segments ADD COLUMN page INTEGER")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_page}
 """Numbered migrations: ``MIGRATIONS[n]`` upgrades a catalog from schema n to n + 1, inside the same
 transaction that records version n + 1 (all or nothing)."""
 

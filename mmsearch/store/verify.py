@@ -22,7 +22,7 @@ from ..encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportU
 from ..encoders.image_exported import CLIP_IMAGE, ExportedImageEncoder
 from ..index.factory import open_index
 from ..index.faiss_base import sidecar_path
-from ..records import Modality
+from ..records import INDEX_MODALITIES, Modality
 from .folder import LOCK_NAME, Store, previous_path, shadow_path
 from .reads import CatalogReader
 
@@ -91,7 +91,7 @@ def verify_store(store: Store, *, repair: bool = False) -> VerifyReport:
         checked = _counts(read)
     rebuild: set[Modality] = set(doomed.modalities)
     resave: set[Modality] = set()
-    for modality in Modality:
+    for modality in INDEX_MODALITIES:
         found, action = _check_index_file(store, modality, checked.setdefault(modality.value, {}))
         findings += found
         if action == "rebuild":
@@ -111,7 +111,7 @@ def rebuild_indexes(store: Store) -> dict[str, int]:
     """Rebuild every index file from the stored vectors (takes the writer lock); returns vectors per modality."""
     store.acquire_writer()
     built: dict[str, int] = {}
-    for modality in Modality:
+    for modality in INDEX_MODALITIES:
         if store.dim(modality) is None:
             _remove_index_file(store, modality)
             continue
@@ -135,7 +135,7 @@ def _check_catalog(store: Store, read: CatalogReader, doomed: _Doomed) -> list[F
             doomed.vectors.update(ids)
             doomed.modalities |= read.modalities_of_segments(ids)
 
-    for modality in Modality:
+    for modality in INDEX_MODALITIES:
         dim = store.dim(modality)
         count, _ = read.segment_count(modality)
         if dim is None:
@@ -317,7 +317,7 @@ def _repair(store: Store, findings: list[Finding], doomed: _Doomed, rebuild: set
             write.delete_segments(doomed.segments)
             write.delete_vectors(doomed.vectors - doomed.segments)
             write.delete_items(sorted(doomed.items))
-    for modality in Modality:
+    for modality in INDEX_MODALITIES:
         if modality in rebuild:
             if store.dim(modality) is None:
                 _remove_index_file(store, modality)

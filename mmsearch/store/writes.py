@@ -76,26 +76,32 @@ class CatalogWriter(CatalogReader):
             first += len(parts)
             ids.append(own)
             for seg_id, part, vector in zip(own, parts, matrix):
-                segment_rows.append((seg_id, item_id, modality.value, part.ordinal, part.text, part.start, part.end))
+                segment_rows.append((seg_id, item_id, modality.value, part.ordinal, part.text, part.start, part.end,
+                                     part.page))
                 vector_rows.append((seg_id, vector.tobytes()))
         if segment_rows:
-            self._conn.executemany('INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end") '
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?)", segment_rows)
+            self._conn.executemany('INSERT INTO segments (id, item_id, modality, ordinal, text, start, "end", page) '
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", segment_rows)
             self._conn.executemany("INSERT INTO vectors (segment_id, vector) VALUES (?, ?)", vector_rows)
         return ids
 
-    def copy_segments(self, source_item: int, target_item: int) -> tuple[Modality | None, list[int], np.ndarray]:
-        """Give ``target_item`` copies of ``source_item``'s segments and vectors (same content, new file)."""
+    def copy_segments(self, source_item: int, target_item: int) -> list[tuple[Modality, list[int], np.ndarray]]:
+        """Give ``target_item`` copies of ``source_item``'s segments and vectors (same content, new file);
+        returns (modality, new ids, vectors) per index they went to (a video's: image and audio)."""
         rows = self._conn.execute('SELECT segments.modality, segments.ordinal, segments.text, segments.start, '
-                                  'segments."end", vectors.vector FROM segments JOIN vectors ON vectors.segment_id = '
-                                  "segments.id WHERE segments.item_id = ? ORDER BY segments.ordinal",
-                                  (source_item,)).fetchall()
-        if not rows:
-            return None, [], np.empty((0, 0), np.float32)
-        modality = Modality(rows[0][0])
-        parts = [Segment(ordinal, text, start, end) for _, ordinal, text, start, end, _ in rows]
-        matrix = np.vstack([np.frombuffer(row[5], dtype=np.float32) for row in rows])
-        return modality, self.add_segments(target_item, modality, parts, matrix), matrix
+                                  'segments."end", segments.page, vectors.vector FROM segments JOIN vectors ON '
+                                  "vectors.segment_id = segments.id WHERE segments.item_id = ? "
+                                  "ORDER BY segments.ordinal", (source_item,)).fetchall()
+        by_modality: dict[str, list[tuple]] = {}
+        for row in rows:
+            by_modality.setdefault(row[0], []).append(row)
+        copied = []
+        for name, group in by_modality.items():
+            modality = Modality(name)
+            parts = [Segment(ordinal, text, start, end, page) for _, ordinal, text, start, end, page, _ in group]
+            matrix = np.vstack([np.frombuffer(row[6], dtype=np.float32) for row in group])
+            copied.append((modality, self.add_segments(target_item, modality, parts, matrix), matrix))
+        return copied
 
     def move_item(self, item_id: int, new_path: str, size: int, mtime_ns: int) -> None:
         self._conn.execute("UPDATE items SET path = ?, size = ?, mtime_ns = ?, updated_at = ? WHERE id = ?",

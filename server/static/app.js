@@ -25,13 +25,16 @@ function hitNode(hit, rank, kind) {
   if (hit.modality === "image") {
     body.push(element("a", { class: "media", href: fileUrl },
       [element("img", { src: `/api/items/${hit.id}/thumbnail`, alt: name, loading: "lazy" })]));
-  } else if (hit.modality === "audio") {
+  } else if (hit.modality === "audio" || hit.modality === "video") {
     const start = hit.start || 0, end = hit.end || 0;
-    body.push(element("audio", { controls: "", preload: "metadata", src: `${fileUrl}#t=${start}`,
-                                 "data-start": String(start), "data-end": String(end) }));
-    body.push(element("span", { class: "window" }, [`${seconds(start)} - ${seconds(end)}`]));
+    let window = `${seconds(start)} - ${seconds(end)}`;
+    if (hit.modality === "video") window = hit.track === "image" ? `frame at ${seconds(start)}` : `sound ${window}`;
+    body.push(element(hit.modality, { controls: "", preload: "metadata", src: `${fileUrl}#t=${start}`,
+                                      "data-start": String(start), "data-end": String(end) }));
+    body.push(element("span", { class: "window" }, [window]));
   } else {
     body.push(element("blockquote", { class: "passage" }, [hit.passage || ""]));
+    if (hit.page !== undefined && hit.page !== null) body.push(element("span", { class: "window" }, [`page ${hit.page}`]));
   }
   const like = `/?${new URLSearchParams({ like: hit.id, kind })}`;
   const score = element("span", { class: "score", title: `cosine ${hit.score.toFixed(4)}, calibrated ${hit.calibrated.toFixed(2)}` },
@@ -44,7 +47,7 @@ function hitNode(hit, rank, kind) {
 }
 
 function startPlayers(root = document) {
-  for (const player of root.querySelectorAll("audio[data-start]")) {
+  for (const player of root.querySelectorAll("audio[data-start], video[data-start]")) {
     const start = parseFloat(player.dataset.start) || 0;
     const seek = () => { if (Math.abs(player.currentTime - start) > 0.05) player.currentTime = start; };
     if (player.readyState >= 1) seek(); else player.addEventListener("loadedmetadata", seek, { once: true });

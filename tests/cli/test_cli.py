@@ -99,7 +99,7 @@ def test_search_text_output(store):
 def test_status_json(store):
     status = json.loads(cli("status", "--store", store, "--json").stdout)
     assert {"counts", "failed", "model", "dim", "index", "bytes"} <= set(status)
-    assert status["counts"] == {"image": 6, "text": 4, "audio": 0}
+    assert status["counts"] == {"image": 6, "text": 4, "audio": 0, "video": 0}
     assert status["model"] == TINY and status["dim"] == 64 and status["bytes"] > 0
     assert status["semantic"] is False and set(status["index"]) == {"image", "text"}
     assert "no semantic meaning" in cli("status", "--store", store).stdout
@@ -118,7 +118,8 @@ def test_remove(store, media):
     (["search", "--image", "/no/such.jpg", "--store", "{store}"], "/no/such.jpg: no such file or directory"),
     (["index", "{media}", "--store", "{store}", "--model", "ViT-B-32:random"], "test-tiny:random"),
     (["search", "x", "-k", "0", "--store", "{store}"], ": -k must be at least 1, not 0"),
-    (["search", "x", "--kind", "video", "--store", "{store}"], "--kind must be one of all, image, text, audio"),
+    (["search", "x", "--kind", "movie", "--store", "{store}"], "--kind must be one of all, image, text, audio, video"),
+    (["search", "x", "--kind", "video", "--store", "{store}"], "this store holds no video files"),
     (["search", "x", "--path", "photos/[abc", "--store", "{store}"], "--path 'photos/[abc': unclosed '['"),
     (["index", "{media}", "--store", "{tmp}/s3", "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
     (["index", "{media}", "--store", "{store}", "--model", "ViT-B-32:random"],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsearch.decoding.images import jpeg_frame, load_image, load_jpeg_pixels, to_rgb
+from mmsearch.decoding.images import heif_support, load_image, to_rgb
 from mmsearch.errors import DecodeError
 
 
@@ -88,8 +88,14 @@ def test_every_corpus_image_is_indexed_or_failed_with_a_reason(corpus, make_engi
             assert failed[path].strip(), row["path"]
         if row["decodes"] == "yes" and "animated" not in row["notes"]:
             assert path not in failed, f"{row['path']} decodes with Pillow but failed: {failed.get(path)}"
-    expected_failures = {str(corpus / r["path"]) for r in rows if r["decodes"] == "no"}
+    expected_failures = {str(corpus / r["path"]) for r in rows if r["decodes"] == "no" and not _read_by_a_plugin(r)}
     assert expected_failures <= set(failed), sorted(expected_failures - set(failed))[:5]
+
+
+def _read_by_a_plugin(row: dict[str, str]) -> bool:
+    """A file the manifest marks undecodable (by Pillow alone) that a plugin mmsearch loads reads: HEIC/HEIF
+    through pillow-heif, when it is installed."""
+    return row["format"] in ("heic", "heif", "heics", "hif") and heif_support()
 
 
 def _jpeg(path, image, **options):
@@ -97,53 +103,3 @@ def _jpeg(path, image, **options):
     return path
 
 
-def test_plain_jpegs_decode_without_pillow_like_pillow(tmp_path):
-    """The GPU indexing path's decoder: same pixels (within JPEG rounding) and orientation as load_image."""
-    rng = np.random.default_rng(2)
-    colour = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((80, 60), Image.BICUBIC)
-    rotated = colour.copy()
-    exif = rotated.getexif()
-    exif[0x0112] = 6
-    cases = [_jpeg(tmp_path / "rgb.jpg", colour, quality=90),
-             _jpeg(tmp_path / "grey-progressive.jpg", colour.convert("L"), progressive=True),
-             _jpeg(tmp_path / "rotated.jpg", rotated, exif=exif)]
-    for path in cases:
-        pixels = load_jpeg_pixels(path, max_pixels=10_000)
-        reference = np.asarray(load_image(path))
-        assert pixels is not None and pixels.shape == (3, *reference.shape[:2]), path.name
-        assert np.abs(pixels.permute(1, 2, 0).numpy().astype(int) - reference).mean() < 2, path.name
-    assert jpeg_frame(cases[0].read_bytes()) == (80, 60, 3)
-    assert jpeg_frame(cases[1].read_bytes()) == (80, 60, 1)
-
-
-def test_other_images_are_left_to_pillow(tmp_path):
-    """None (then load_image decides, with its error messages) for anything but a plain JPEG within the limit."""
-    colour = Image.new("RGB", (80, 60), (10, 200, 30))
-    truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(_jpeg(tmp_path / "whole.jpg", colour).read_bytes()[:200])
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "text.jpg").write_bytes(b"not a jpeg at all")
-    colour.save(tmp_path / "image.png")
-    others = [_jpeg(tmp_path / "cmyk.jpg", colour.convert("CMYK")), truncated, tmp_path / "empty.jpg",
-              tmp_path / "text.jpg", tmp_path / "image.png", tmp_path / "missing.jpg"]
-    for path in others:
-        assert load_jpeg_pixels(path, max_pixels=10_000) is None, path.name
-    assert load_jpeg_pixels(tmp_path / "whole.jpg", max_pixels=80 * 60 - 1) is None  # over the pixel limit
-
-
-def test_corpus_jpegs_decode_like_pillow_or_are_left_to_it(corpus):
-    checked = 0
-    for path in sorted(corpus.rglob("*")):
-        if path.suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif"):
-            continue
-        pixels = load_jpeg_pixels(path, max_pixels=100_000_000)
-        try:
-            reference = np.asarray(load_image(path))
-        except DecodeError:
-            assert pixels is None, path
-            continue
-        if pixels is not None:
-            assert pixels.shape == (3, *reference.shape[:2]), path
-            assert np.abs(pixels.permute(1, 2, 0).numpy().astype(int) - reference).mean() < 3, path
-            checked += 1
-    assert checked >= 150

@@ -205,6 +205,7 @@ def test_modality_comes_from_the_extension_whatever_its_case(tmp_path, name, mod
 @pytest.mark.parametrize("head, modality", [
     (PNG, Modality.IMAGE), (JPEG, Modality.IMAGE), (GIF, Modality.IMAGE), (WEBP, Modality.IMAGE),
     (WAVE, Modality.AUDIO), (FLAC, Modality.AUDIO), (OGG, Modality.AUDIO), (MP3, Modality.AUDIO),
+    (b"%PDF-1.7\n", Modality.TEXT), (b"RIFF\x24\x00\x00\x00AVI LIST" + bytes(16), Modality.VIDEO),
 ])
 @pytest.mark.parametrize("name", ["download", "photo.unknownext", "IMG_0001.bak"])
 def test_modality_of_an_unknown_extension_comes_from_the_content(tmp_path, head, modality, name):
@@ -222,7 +223,7 @@ def test_a_real_image_and_a_real_wav_without_extensions_are_recognised(tmp_path)
     assert {p: f.modality for p, f in found([tmp_path]).items()} == {image: Modality.IMAGE, sound: Modality.AUDIO}
 
 
-@pytest.mark.parametrize("head", [b"", b"plain text, no magic", b"%PDF-1.7\n", bytes(64)])
+@pytest.mark.parametrize("head", [b"", b"plain text, no magic", b"%PDF", bytes(64)])
 def test_an_unknown_extension_with_unknown_content_is_not_media(tmp_path, head):
     path = write_bytes(tmp_path / "thing.unknownext", head)
     assert modality_of(path) is None
@@ -230,13 +231,22 @@ def test_an_unknown_extension_with_unknown_content_is_not_media(tmp_path, head):
 
 
 @pytest.mark.parametrize("name", ["clip.avi", "clip"])
-def test_a_riff_video_is_not_taken_for_audio(tmp_path, name):
+def test_a_riff_video_is_a_video_not_audio(tmp_path, name):
     path = write_bytes(tmp_path / name, b"RIFF\x24\x00\x00\x00AVI LIST" + bytes(16))
-    assert modality_of(path) is None
-    assert found([tmp_path]) == {}
+    assert modality_of(path) is Modality.VIDEO
+    assert found([tmp_path])[path].modality is Modality.VIDEO
 
 
-@pytest.mark.parametrize("name", ["data.json", "paper.pdf", "script.py", "weights.npy", "archive.zip",
+@pytest.mark.parametrize("name, modality", [("paper.pdf", Modality.TEXT), ("page.html", Modality.TEXT),
+                                            ("book.epub", Modality.TEXT), ("letter.docx", Modality.TEXT),
+                                            ("holiday.mp4", Modality.VIDEO), ("clip.MKV", Modality.VIDEO),
+                                            ("memo.m4a", Modality.AUDIO), ("IMG_1.HEIC", Modality.IMAGE)])
+def test_documents_videos_and_phone_formats_are_found_by_their_extension(tmp_path, name, modality):
+    path = write_bytes(tmp_path / name, b"contents do not matter here")
+    assert modality_of(path) is modality
+
+
+@pytest.mark.parametrize("name", ["data.json", "notes.xml", "script.py", "weights.npy", "archive.zip",
                                   "catalog.sqlite", "CONFIG.JSON"])
 def test_known_non_media_extensions_are_never_sniffed(tmp_path, name):
     path = write_bytes(tmp_path / name, PNG)

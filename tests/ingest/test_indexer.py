@@ -14,7 +14,7 @@ def test_first_run_indexes_every_file(make_engine, media):
     report = engine.index([media])
     assert (report.added, report.updated, report.removed, report.failed) == (10, 0, 0, ())
     status = engine.status()
-    assert status.counts == {"image": 6, "text": 4, "audio": 0}
+    assert status.counts == {"image": 6, "text": 4, "audio": 0, "video": 0}
     assert status.segments["image"] == 6
     from mmsearch.records import Modality
 

@@ -2,18 +2,15 @@
 bounded number of tasks in flight, turns a task that runs past its limit into ``TimedOut`` and carries on,
 and re-raises a task's own error; the limit counts from when a task starts running, not while it is
 queued; a stuck worker is abandoned and replaced so the pool keeps its width; ``shutdown`` cancels
-tasks not yet started; workers are daemon threads; ``streamed`` keeps the producer's order, holds a
-bounded number of items, times out on a stalled producer, re-raises its error and stops it when the
-consumer stops early.
+tasks not yet started; workers are daemon threads. (The index run hashes files in these threads; it
+decodes them in worker processes, tested in ``test_decode_workers``.)
 
 Everything is synchronised with events, barriers and counters; the few small limits (a fraction of a
 second) only ever run out while a task waits on an event that the test itself sets at the end.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import queue
 import subprocess
 import sys
 import textwrap
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.ingest.timeouts import DaemonPool, TaskTimeout, TimedOut, ordered, streamed
+from mmsearch.ingest.timeouts import DaemonPool, TaskTimeout, TimedOut, ordered
 
 WAIT = 10.0
 """Upper bound for waiting on an event that must come: reached only when the code under test is broken."""
@@ -307,97 +304,3 @@ def test_a_task_timeout_raised_by_the_function_is_its_error_not_an_abandoned_wor
     assert raised.value is own
     assert pool.abandoned == 0
     assert len(_pool_threads(pool)) == 1
-
-
-# -- streamed --------------------------------------------------------------------------------------------
-def test_streamed_yields_the_producers_items_in_order():
-    assert list(streamed(iter(range(50)), timeout=WAIT, ahead=3, what=_unique("order"))) == list(range(50))
-    assert list(streamed(iter([]), timeout=WAIT, what=_unique("empty"))) == []
-
-
-def test_streamed_holds_at_most_ahead_items_queued_while_the_producer_waits():
-    count, ahead = 12, 2
-    pulled = [threading.Event() for _ in range(count)]
-
-    def produce():
-        for i in range(count):
-            pulled[i].set()
-            yield i
-
-    stream = streamed(produce(), timeout=WAIT, ahead=ahead, what=_unique("bounded"))
-    assert next(stream) == 0
-    # ``ahead`` items queued (1, 2) and one more in the producer's hand (3), blocked on the full queue
-    assert pulled[ahead + 1].wait(WAIT)
-    assert not pulled[ahead + 2].wait(LIMIT)
-    for consumed in range(1, 4):
-        assert next(stream) == consumed
-        assert pulled[consumed + ahead + 1].wait(WAIT)  # one consumed, one more produced
-        assert not pulled[consumed + ahead + 2].is_set()
-    assert list(stream) == list(range(4, count))
-
-
-def test_streamed_raises_task_timeout_when_the_producer_stalls(gate):
-    stall = gate()
-    what = _unique("stall")
-
-    def produce():
-        stall.wait(WAIT)
-        yield "late"
-
-    stream = streamed(produce(), timeout=LIMIT, what=what)
-    with pytest.raises(TaskTimeout) as raised:
-        next(stream)
-    assert raised.value.seconds == LIMIT
-    producer = _threads_named(f"mmsearch-stream-{what}")
-    assert len(producer) == 1 and producer[0].daemon  # abandoned, it cannot keep the process alive
-    stall.set()  # once unstuck, the abandoned producer sees the consumer is gone and ends
-    _join_all(producer)
-
-
-def test_streamed_reraises_the_producers_exception():
-    boom = OSError("decoder crashed")
-
-    def produce():
-        yield 0
-        yield 1
-        raise boom
-
-    stream = streamed(produce(), timeout=WAIT, what=_unique("error"))
-    assert [next(stream), next(stream)] == [0, 1]
-    with pytest.raises(OSError) as raised:
-        next(stream)
-    assert raised.value is boom
-
-
-def test_streamed_stops_the_producer_when_the_consumer_stops_early():
-    what = _unique("early")
-    stream = streamed(itertools.count(), timeout=WAIT, ahead=2, what=what)
-    assert next(stream) == 0
-    producer = _threads_named(f"mmsearch-stream-{what}")
-    assert len(producer) == 1 and producer[0].daemon
-    stream.close()
-    _join_all(producer)
-
-
-def test_streamed_stops_a_producer_that_ran_out_while_the_queue_was_full():
-    what = _unique("full")
-    exhausted = threading.Event()
-
-    def produce():
-        yield from (0, 1, 2)
-        exhausted.set()  # items 1 and 2 fill the queue (ahead=2); only the end marker is left to hand over
-
-    stream = streamed(produce(), timeout=WAIT, ahead=2, what=what)
-    assert next(stream) == 0
-    handoff: queue.Queue = stream.gi_frame.f_locals["handoff"]
-    producer = _threads_named(f"mmsearch-stream-{what}")
-    try:
-        assert exhausted.wait(WAIT)
-        stream.close()
-        producer[0].join(3.0)
-        assert not producer[0].is_alive()
-    finally:  # free the blocked producer either way
-        for _ in range(2):
-            with contextlib.suppress(queue.Empty):
-                handoff.get_nowait()
-        _join_all(producer)

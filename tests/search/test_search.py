@@ -80,7 +80,8 @@ def test_k_beyond_store_size(engine):
     (dict(query=Query(text="   ")), "empty text query"),
     (dict(query=Query()), "nothing to search for"),
     (dict(query=Query(text="a"), k=0), "^k must be at least 1"),
-    (dict(query=Query(text="a"), kind="video"), "^kind must be one of"),
+    (dict(query=Query(text="a"), kind="movies"), "^kind must be one of"),
+    (dict(query=Query(text="a"), kind="video"), "this store holds no video files"),
     (dict(query=Query(text="a"), path_glob="photos/[abc"), "unclosed"),
     (dict(query=Query(text="a"), kind="audio"), "no audio files"),
 ])

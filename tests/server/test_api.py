@@ -162,7 +162,7 @@ def test_text_files_are_served_as_plain_text_in_a_sandbox(client):
 
 def test_status_reports_counts_models_indexes_and_failures(client):
     body = client.get("/api/status").json()
-    assert body["counts"] == {"image": 30, "text": 6, "audio": 3}
+    assert body["counts"] == {"image": 30, "text": 6, "audio": 3, "video": 0}
     assert body["model"] == "test-tiny:random" and body["audio_model"] == "test-tiny:random"
     assert set(body["index"]) == {"image", "text", "audio"} and body["failed"] == []
     assert body["server"]["token_required"] is False
@@ -171,7 +171,7 @@ def test_status_reports_counts_models_indexes_and_failures(client):
 @pytest.mark.parametrize("params, fragment", [
     ({"q": "x", "k": 0}, "k: must be between 1 and 100"),
     ({"q": "x", "k": "many"}, "k: "),
-    ({"q": "x", "kind": "video"}, "kind must be one of"),
+    ({"q": "x", "kind": "movie"}, "kind must be one of"),
     ({"q": "   "}, "empty text query"),
     ({}, "nothing to search for"),
     ({"q": "x", "cursor": "garbage!"}, "cursor: not a cursor"),

@@ -35,7 +35,7 @@ def test_new_files_appear_while_another_process_indexes(tmp_path, tiny_clip):
         assert writer.wait() == (0, None), writer.err.read_text()
         final = client.get("/api/search", params={"q": "lantern", "kind": "image", "k": 100}).json()["hits"]
         counts = client.get("/api/status").json()["counts"]
-    assert counts == {"image": 124, "text": 62, "audio": 0}
+    assert counts == {"image": 124, "text": 62, "audio": 0, "video": 0}
     assert len(final) == 100 and any("/big/" in hit["path"] for hit in final)
     assert [s for _, s in seen] == sorted(s for _, s in seen), "the count went back"
     assert any(4 < hits < 100 or 4 < count < 124 for hits, count in seen), f"no request saw the run half done: {seen}"

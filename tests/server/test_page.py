@@ -78,3 +78,34 @@ def test_more_like_this_links_and_bad_queries(page_client):
     missing = page_client.get("/", params={"like": "424242"})
     assert missing.status_code == 404 and "no such item" in missing.text
     assert page_client.get("/", params={"like": "abc"}).status_code == 422
+
+
+def test_a_video_hit_plays_from_its_moment_and_a_pdf_hit_names_its_page(tmp_path, tiny_clip):
+    from PIL import Image
+
+    from media_makers import text_pdf, write_test_video
+
+    root = tmp_path / "media"
+    root.mkdir()
+    write_test_video(root / "walk.mp4", seconds=12, colours=((0.0, (255, 0, 0)), (6.0, (0, 0, 255))), audio=False)
+    (root / "paper.pdf").write_bytes(text_pdf(["lanterns by the river " * 4, "copper kettles on a stove " * 4]))
+    store = tmp_path / "store"
+    with Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), create=True,
+                     clip=tiny_clip) as engine:
+        assert engine.index([root]).failed == ()
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(tmp_path / "blue.png")
+    with Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), clip=tiny_clip) as engine:
+        client = TestClient(create_app(engine))
+        with open(tmp_path / "blue.png", "rb") as picture:
+            found = client.post("/api/search", data={"kind": "video"},
+                                files={"image": ("blue.png", picture, "image/png")}).json()["hits"][0]
+        assert found["modality"] == "video" and found["track"] == "image" and 6.0 <= found["start"] < 12.0
+        video = client.get("/", params={"q": "a walk", "kind": "video"}).text
+        item = found["id"]
+        assert re.search(rf'<video controls preload="metadata" src="/api/items/{item}/file#t=[0-9.]+" '
+                         rf'data-start="[0-9.]+"', video), video
+        assert '<span class="window">frame at 0:' in video
+        served = client.get(f"/api/items/{item}/file", headers={"Range": "bytes=0-99"})
+        assert served.status_code == 206 and served.headers["content-type"] == "video/mp4"
+        text = client.get("/", params={"q": "copper kettles on a stove", "kind": "text"}).text
+        assert '<span class="window">page 2</span>' in text

@@ -193,7 +193,7 @@ def test_oversized_uploads_get_413(engine):
     ({}, {"image": "not a file"}, "send a file"),
     ({}, {}, "nothing to search for"),
     ({"image": ("ok.jpg", _jpeg(), "image/jpeg")}, {"k": "ten"}, "k: not a whole number"),
-    ({"image": ("ok.jpg", _jpeg(), "image/jpeg")}, {"kind": "video"}, "kind must be one of"),
+    ({"image": ("ok.jpg", _jpeg(), "image/jpeg")}, {"kind": "movie"}, "kind must be one of"),
 ])
 def test_malformed_uploads_get_422_with_a_message(client, files, data, fragment):
     response = client.post("/api/search", files=files or None, data=data)

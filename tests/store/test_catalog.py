@@ -59,8 +59,8 @@ def test_adding_segments_returns_their_ids_per_file_in_order(catalog):
                                        (empty, Modality.TEXT, [], np.empty((0, DIM), np.float32)),
                                        (b, Modality.TEXT, [Segment(0, "x"), Segment(1, "y")], vectors(2, 2))])
     assert ids == [[1], [], [2, 3]]
-    assert catalog.segment_rows([2, 3]) == {2: SegmentRow(2, b, "/b.txt", Modality.TEXT, "x", None, None),
-                                            3: SegmentRow(3, b, "/b.txt", Modality.TEXT, "y", None, None)}
+    assert catalog.segment_rows([2, 3]) == {2: SegmentRow(2, b, "/b.txt", Modality.TEXT, "x", None, None, None, Modality.TEXT),
+                                            3: SegmentRow(3, b, "/b.txt", Modality.TEXT, "y", None, None, None, Modality.TEXT)}
 
 
 def test_deleting_returns_the_removed_segment_ids_per_modality(catalog):
@@ -103,10 +103,10 @@ def test_copied_segments_have_exactly_the_same_vectors_and_parts(catalog):
         source, source_ids, matrix = add_file(write, "/a.wav", Modality.AUDIO, segments=3, seed=5)
         target = write.put_item(path="/copy.wav", modality=Modality.AUDIO, size=1, mtime_ns=1, content_hash=None,
                                 state=INDEXED)
-        modality, copied_ids, copied = write.copy_segments(source, target)
+        [(modality, copied_ids, copied)] = write.copy_segments(source, target)
         nothing = write.put_item(path="/empty.wav", modality=Modality.AUDIO, size=1, mtime_ns=1,
                                  content_hash=None, state=FAILED)
-        assert write.copy_segments(nothing, target)[:2] == (None, [])
+        assert write.copy_segments(nothing, target) == []
     assert modality is Modality.AUDIO
     assert len(copied_ids) == 3 and min(copied_ids) > max(source_ids)
     assert np.array_equal(copied, matrix)

@@ -20,12 +20,17 @@ from mmsearch.store.rows import INDEXED, ItemRow, SegmentRow
 
 
 def make_v1(path: Path) -> None:
-    """A catalog at schema version 1 with one file in it, closed."""
+    """A catalog at schema version 1 (no ``segments.page``) with one file in it, closed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     made = Catalog(path, create=True)
     with made.transaction() as write:
         add_file(write, "/photos/kept.jpg", segments=2, seed=1)
     made.close()
+    connection = sqlite3.connect(str(path))
+    with connection:
+        connection.execute("ALTER TABLE segments DROP COLUMN page")
+        connection.execute("UPDATE store_info SET value = '1' WHERE key = 'schema_version'")
+    connection.close()
 
 
 # -- migrations ----------------------------------------------------------------------------------------
@@ -212,6 +217,7 @@ def test_a_store_made_by_an_older_mmsearch_opens_and_reads_back(tmp_path):
     with Store.open(folder) as store:
         catalog = store.catalog
         assert catalog.schema_version_found == 1
+        assert "page" in columns(folder / CATALOG_NAME, "segments")  # migrated to schema 2
         assert catalog.all_items() == {
             "/old/photo.jpg": ItemRow(1, "/old/photo.jpg", Modality.IMAGE, 1234, 5678, "h1", INDEXED, None),
             "/old/note.txt": ItemRow(2, "/old/note.txt", Modality.TEXT, 99, 4321, "h2", INDEXED, None)}
@@ -224,8 +230,8 @@ def test_a_store_made_by_an_older_mmsearch_opens_and_reads_back(tmp_path):
         assert [ids.tolist() for ids, _ in chunks] == [[2], [3]]
         assert np.array_equal(np.vstack([m for _, m in chunks]), np.vstack([stored[2], stored[3]]))
         assert catalog.segment_rows([3, 1]) == {
-            3: SegmentRow(3, 2, "/old/note.txt", Modality.TEXT, "second passage", None, None),
-            1: SegmentRow(1, 1, "/old/photo.jpg", Modality.IMAGE, None, None, None)}
+            3: SegmentRow(3, 2, "/old/note.txt", Modality.TEXT, "second passage", None, None, None, Modality.TEXT),
+            1: SegmentRow(1, 1, "/old/photo.jpg", Modality.IMAGE, None, None, None, None, Modality.IMAGE)}
         assert catalog.segment_count(Modality.TEXT) == (2, 3)
         assert catalog.counts() == ({"image": 1, "text": 1}, {"image": 1, "text": 2})
     assert raw(folder / CATALOG_NAME, "PRAGMA page_size") == [(4096,)]
