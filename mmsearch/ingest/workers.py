@@ -167,7 +167,10 @@ class _Worker:
             self.process.kill()
             self.process.wait()
         self.conn.close()
-        self.shared.close()
+        try:
+            self.shared.close()
+        except BufferError:  # an array still views it (a caller's error path): the mapping goes with it
+            pass
         self.shared_file.close()
 
 
