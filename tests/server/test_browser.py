@@ -1,6 +1,6 @@
 """The web page in a real browser (Playwright driving a local Chromium, headless): a text search's
 thumbnails in rank order and in the server's HTML, an uploaded photo finding itself, audio players
-started at their matched window, "more like this", next pages (server-rendered and for an uploaded
+started at their matched window, a video hit's player at its frame's moment, "more like this", next pages (server-rendered and for an uploaded
 file), URL state across a reload, a screenshot, and no request to any host but the test server and no
 console error on any page.
 
@@ -22,8 +22,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from serving import open_engine, running_server
+from conftest import TINY
+from media_makers import write_test_video
+from serving import open_engine, running_server, write_tone
 
+from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.media.thumbnails import DEFAULT_SIZE
 from mmsearch_server.app import create_app
 from mmsearch_server.page import PAGE_K
@@ -411,3 +415,50 @@ def test_script_renders_the_same_markup_as_the_server(page, params):
              return body.hits.map((hit, n) => hitNode(hit, n + 1, params.kind || "all").outerHTML);
            }""", params)
     assert built == served
+
+
+def test_video_hits_play_from_their_moment_in_server_and_script_markup(browser, tmp_path, tiny_clip, tiny_clap):
+    """A store of its own with a video (a blue stretch from 6 s) and a sound: an uploaded blue picture finds
+    the video's frame, the script's hit is the server's markup, and the page's player stands at the frame's
+    moment once loaded."""
+    root = tmp_path / "media"
+    root.mkdir()
+    write_test_video(root / "walk.mp4", seconds=12, colours=((0.0, (255, 0, 0)), (6.0, (0, 0, 255))))
+    write_tone(root / "hum.wav", 4.0, 220.0)
+    store = tmp_path / "store"
+    with Engine.open(Settings.resolve(store=store, model=TINY, audio_model=TINY), create=True,
+                     clip=tiny_clip, clap=tiny_clap) as engine:
+        assert engine.index([root]).failed == ()
+    blue = tmp_path / "blue.png"
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(blue)
+    engine = open_engine(store, tiny_clip, tiny_clap)
+    try:
+        with running_server(create_app(engine), seconds=120) as url:
+            expected = api_upload(url, "image", blue, kind="video", k=PAGE_K)["hits"]
+            assert [hit["track"] for hit in expected] == ["image"] and expected[0]["start"] >= 6.0
+            context, watch = _new_context(browser, url)
+            page = context.new_page()
+            page.goto(search_url(kind="video"))
+            page.set_input_files("#file", blue)
+            expect(page.locator("#summary")).to_contain_text("Results for blue.png")
+            wait_for_ranks(page, 1, 1)
+            player = page.locator("#results video")
+            expect(player).to_have_attribute("data-start", f"{expected[0]['start']:g}")
+            page.wait_for_function("() => { const v = document.querySelector('#results video'); return v.readyState"
+                                   " >= 1 && Math.abs(v.currentTime - parseFloat(v.dataset.start)) < 0.05; }",
+                                   timeout=WAIT_MS)
+            start = expected[0]["start"]
+            assert page.locator("#results .window").inner_text() == f"frame at {int(start // 60)}:{start % 60:04.1f}"
+            page.goto(search_url(q="a walk", kind="video"))
+            served = page.eval_on_selector_all("#results > li.hit", "items => items.map(li => li.outerHTML)")
+            built = page.evaluate(
+                """async () => {
+                     const response = await fetch(`/api/search?${new URLSearchParams({q: "a walk", kind: "video", k: 24})}`);
+                     const body = await response.json();
+                     return body.hits.map((hit, n) => hitNode(hit, n + 1, "video").outerHTML);
+                   }""")
+            assert served and built == served and "<video" in served[0]
+            context.close()
+            assert watch.errors == [] and watch.foreign(url) == []
+    finally:
+        engine.close()
