@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from mmsearch.config import Settings
-from mmsearch.records import INDEX_MODALITIES, Modality
+from mmsearch.records import INDEX_MODALITIES
 
 from .errors import guarded
 from .output import BarProgress, emit_json

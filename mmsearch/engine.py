@@ -33,9 +33,9 @@ from .search.filters import Filters
 from .search.fusion import RRF_K, run_query
 from .search.liked import resolve_likes, segment_vectors, stored_vectors
 from .search.queries import NATIVE, Query, embed_parts
-from .search.searcher import Searcher
+from .search.searcher import Searcher, indexes_holding
 from .search.towers import QueryTowers, describe_export
-from .store.folder import Store, within
+from .store.folder import SPACE_OF, Store, within
 
 log = logging.getLogger(__name__)
 
@@ -252,10 +252,8 @@ class Engine:
         liked = {p.value: stored_vectors(self.store, p.value) for p in parts if p.kind == "like"}
         spaces = {space for space, _ in liked.values()}
         needs = Query(text=query.first("text"), image=query.first("image"), audio=query.first("audio"))
-        videos = files.get("video")  # a video's frames are in the image index (clip), its soundtrack in the audio one
-        reaches_clip = (kind in ("all", "image", "text") and (files.get("image") or files.get("text"))) or \
-            (kind in ("all", "video") and videos)
-        reaches_clap = (kind in ("all", "audio") and files.get("audio")) or (kind in ("all", "video") and videos)
+        holding = {SPACE_OF[m] for m in indexes_holding(kind, files)}  # the model spaces the search reaches
+        reaches_clip, reaches_clap = "clip" in holding, "clap" in holding
         notes: list[str] = []
         if reaches_clip or needs.image is not None or "clip" in spaces:
             self.clip_spec()  # a model asked for must be the store's, whichever runtime answers

@@ -70,13 +70,12 @@ def passages(path: Path) -> list[tuple[Segment, str]]:
     return [(part, part.text) for part in parts]
 
 
-def audio_windows(path: Path, *, sample_rate: int, window_seconds: float,
-                  track: Modality | None = None) -> Iterator[tuple[Segment, np.ndarray]]:
+def audio_windows(path: Path, *, sample_rate: int, window_seconds: float) -> Iterator[tuple[Segment, np.ndarray]]:
     """An audio file's windows at the model's rate, streamed (a long file never sits whole in memory)."""
     from ..decoding.audio import iter_audio_windows
 
     for ordinal, window in enumerate(iter_audio_windows(path, sample_rate=sample_rate, window_seconds=window_seconds)):
-        yield Segment(ordinal, start=round(window.start, 3), end=round(window.end, 3), track=track), window.samples
+        yield Segment(ordinal, start=round(window.start, 3), end=round(window.end, 3)), window.samples
 
 
 def video_moments(path: Path, *, frames: dict[str, Any] | None,
@@ -97,7 +96,7 @@ def video_moments(path: Path, *, frames: dict[str, Any] | None,
             yield Segment(ordinal, start=moment, end=moment, track=Modality.IMAGE), model_pixels(frame.image, recipe)
             ordinal += 1
     if sound is not None and info.has_audio:
-        for segment, samples in audio_windows(path, track=Modality.AUDIO, **sound):
+        for segment, samples in audio_windows(path, **sound):
             yield Segment(ordinal, start=segment.start, end=segment.end, track=Modality.AUDIO), samples
             ordinal += 1
     if ordinal == 0:

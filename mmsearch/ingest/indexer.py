@@ -208,7 +208,8 @@ class Indexer:
         self.progress.start(len(work), "embedding", "file")
         try:
             with DecodeWorkers(min(self.workers, len(work)), limit=self.file_timeout, memory=self.decode_memory) as pool:
-                jobs = [(self.pipelines[w.media.modality].decoder(), w.media.path) for w in work]
+                decoders = {m: self.pipelines[m].decoder() for m in {w.media.modality for w in work}}
+                jobs = [(decoders[w.media.modality], w.media.path) for w in work]
                 for item, parts in zip(work, pool.decoded(jobs)):
                     pipeline = self.pipelines[item.media.modality]
                     batch = batches[item.media.modality]

@@ -34,8 +34,16 @@ class Pipeline(Protocol):
         """(index, the single-model pipeline whose vectors go there) for every index the file's segments reach."""
 
 
+class _DecodedHere:
+    """``decode``: a pipeline's own decoder and ``prepare``, run in this process."""
+
+    def decode(self, path: Path) -> Iterator[tuple[Segment, Any]]:
+        for segment, payload in self.decoder()(path):
+            yield segment, self.prepare(segment, payload)
+
+
 @dataclass
-class ModelPipeline:
+class ModelPipeline(_DecodedHere):
     """A pipeline of one model: its segments all go to the index of ``modality``."""
 
     encoder: Any
@@ -53,10 +61,6 @@ class ModelPipeline:
     def prepare(self, segment: Segment, payload: Any) -> Any:
         return payload
 
-    def decode(self, path: Path) -> Iterator[tuple[Segment, Any]]:
-        for segment, payload in self.decoder()(path):
-            yield segment, self.prepare(segment, payload)
-
 
 @dataclass
 class ImagePipeline(ModelPipeline):
@@ -72,8 +76,8 @@ class ImagePipeline(ModelPipeline):
     def prepare(self, segment: Segment, payload: np.ndarray) -> Any:
         import torch
 
-        if payload.ndim == 3 and payload.shape[0] == 3 and getattr(self.encoder, "pixel_recipe", None) is not None:
-            return torch.from_numpy(payload)  # already the model's (3, S, S) uint8 input
+        if getattr(self.encoder, "pixel_recipe", None) is not None:
+            return torch.from_numpy(payload)  # already the model's (3, S, S) uint8 input, made by the recipe
         from PIL import Image
 
         return self.encoder.preprocess(Image.fromarray(payload))  # the model's own preprocessing
@@ -115,7 +119,7 @@ VIDEO_FRAMES = {"every_seconds": 5.0, "scene_threshold": 0.4}
 
 
 @dataclass
-class VideoPipeline:
+class VideoPipeline(_DecodedHere):
     """A video's sampled frames through the image pipeline and its soundtrack through the audio one
     (None: not indexed, e.g. when no audio model can be loaded); each segment says which (``Segment.track``)."""
 
@@ -134,10 +138,6 @@ class VideoPipeline:
     def prepare(self, segment: Segment, payload: Any) -> Any:
         part = self.image if segment.track == Modality.IMAGE else self.audio
         return segment.track, part.prepare(segment, payload)
-
-    def decode(self, path: Path) -> Iterator[tuple[Segment, Any]]:
-        for segment, payload in self.decoder()(path):
-            yield segment, self.prepare(segment, payload)
 
     def encode(self, inputs: Sequence[tuple[Modality, Any]]) -> list[np.ndarray]:
         """Frames through the image model, windows through the audio model, each batched; vectors in order."""

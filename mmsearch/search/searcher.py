@@ -32,6 +32,12 @@ TARGETS = {"all": INDEX_MODALITIES, "image": (Modality.IMAGE,), "text": (Modalit
 """The indexes each kind searches (a video's frames are in the image index, its soundtrack in the audio one)."""
 SHARED = {"image": ("video",), "audio": ("video",), "video": ("image", "audio")}
 """The kinds whose files share the indexes a kind searches: present, the search is narrowed to the kind's files."""
+
+
+def indexes_holding(kind: str, files: dict[str, int]) -> list[Modality]:
+    """The indexes ``kind`` searches that hold any file (``files``: indexed files per kind), a video's frames
+    and soundtrack counting for the image and audio indexes."""
+    return [m for m in TARGETS.get(kind, ()) if files.get(m.value) or (m.value in SHARED["video"] and files.get("video"))]
 CALIBRATION_SAMPLE = 1024
 
 
@@ -129,8 +135,7 @@ class Searcher:
             filters = replace(filters, file_kind=kind)
         chosen = filters if filters.active else None
         notes = list(query.notes)
-        reachable = [m for m in TARGETS[kind] if SPACE_OF[m] in query.by_space
-                     and (files.get(m.value) or (m.value in SHARED["video"] and files.get("video")))]
+        reachable = [m for m in indexes_holding(kind, files) if SPACE_OF[m] in query.by_space]
         if kind != "all" and not files.get(kind):
             raise UsageError(f"this store holds no {kind} files")
         if not reachable:
