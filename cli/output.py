@@ -73,11 +73,16 @@ def print_hits(hits: tuple[Hit, ...]) -> None:
     if not hits:
         print("no hits")
         return
+    reranked = any(hit.rerank_score is not None for hit in hits)
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:3d}  {hit.score:+.4f}  {hit.modality.value:<5}  {hit.path}{_where(hit)}")
+        scores = f"{hit.score:+.4f}"
+        if reranked:  # the re-ranked hits: rerank_score = match + cosine; those after them: their cosine
+            scores = (f"{hit.rerank_score:.4f} = match {hit.match:.4f} + cos {hit.score:+.4f}"
+                      if hit.rerank_score is not None else f"{'':>6}   (not re-ranked) cos {hit.score:+.4f}")
+        print(f"{rank:3d}  {scores}  {hit.modality.value:<5}  {hit.path}{_where(hit)}")
         if hit.passage:
             snippet = hit.passage if len(hit.passage) <= 110 else hit.passage[:107] + "..."
-            print(f"{'':19}{snippet}")
+            print(f"{'':{19 + (len(scores) - 7)}}{snippet}")
 
 
 def print_status(status: StoreStatus) -> None:

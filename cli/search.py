@@ -43,6 +43,16 @@ def register(app: typer.Typer, store_option, model_option, audio_model_option, j
         min_duration: Optional[float] = typer.Option(None, "--min-duration", help="Only sounds at least this many "
                                                      "seconds long (leaves images and text out)."),
         max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Only sounds at most this long."),
+        rerank: int = typer.Option(0, "--rerank", metavar="N", help="Re-rank the first N hits with an image-text "
+                                   "matching model (cross-attention; a text's images with --kind image, an image's "
+                                   "passages with --kind text): each gets match + cosine (README, \"Re-ranking\")."),
+        rerank_model: Optional[str] = typer.Option(None, "--rerank-model", help="What re-ranks: a BLIP retrieval "
+                                                   "model on the Hugging Face hub (default "
+                                                   "Salesforce/blip-itm-base-coco), a saved model's folder, or "
+                                                   "test-tiny:random (tiny, random weights: try it offline)."),
+        rerank_optional: bool = typer.Option(False, "--rerank-optional", help="If the re-ranking model cannot be "
+                                             "loaded (offline, not cached), answer without re-ranking, with a note, "
+                                             "instead of failing."),
         store: Optional[Path] = store_option,
         model: Optional[str] = model_option,
         audio_model: Optional[str] = audio_model_option,
@@ -60,11 +70,12 @@ def register(app: typer.Typer, store_option, model_option, audio_model_option, j
         filters = Filters(path_glob=path, min_duration=min_duration, max_duration=max_duration,
                           modified_after=parse_time(modified_after, "modified_after") if modified_after else None,
                           modified_before=parse_time(modified_before, "modified_before") if modified_before else None)
-        settings = Settings.resolve(store=store, model=model, audio_model=audio_model)
+        settings = Settings.resolve(store=store, model=model, audio_model=audio_model, rerank_model=rerank_model)
         with Engine.open(settings) as engine:
             result = engine.search(Query(text=text, parts=parts), kind=kind, k=k if k is not None else 10,
                                    offset=offset, strict_k=k is not None and not offset, fusion=fusion, rrf_k=rrf_k,
-                                   cutoff=cutoff, min_score=min_score, filters=filters)
+                                   cutoff=cutoff, min_score=min_score, filters=filters, rerank=rerank,
+                                   rerank_optional=rerank_optional)
         print_notes(result.notes)
         if json and (cutoff is not None or min_score is not None):
             emit_json({"hits": [hit_json(hit) for hit in result.hits], "cut": result.cut, "more": result.more})

@@ -9,6 +9,7 @@ from .errors import UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
+DEFAULT_RERANK_MODEL = "Salesforce/blip-itm-base-coco"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
 QUERY_ENCODERS = ("auto", "onnx", "torch")
 
@@ -36,6 +37,9 @@ class Settings:
     """Decoding threads; None picks from the CPU count."""
     file_timeout: float = 60.0
     """Seconds one file may take to read and decode before it is recorded as failed (timed out)."""
+    rerank_model: str = DEFAULT_RERANK_MODEL
+    """The image-text matching model that re-ranks hits (``rerank``): a hub repository, a saved model's
+    folder, or test-tiny:random (``encoders.matching``)."""
     query_encoder: str = "auto"
     """What embeds text queries: 'onnx' (the store's exported text tower, no torch), 'torch' (the model
     itself), or 'auto' (the export when it is usable, else torch, said once)."""
@@ -61,6 +65,7 @@ class Settings:
             workers=int(w) if (w := pick("workers")) is not None else None,
             file_timeout=float(pick("file_timeout", 60.0)),
             query_encoder=str(pick("query_encoder", "auto")),
+            rerank_model=str(pick("rerank_model", DEFAULT_RERANK_MODEL)),
         )
         settings.check()
         return settings

@@ -33,6 +33,7 @@ from .search.filters import Filters
 from .search.fusion import RRF_K, run_query
 from .search.liked import resolve_likes, segment_vectors, stored_vectors
 from .search.queries import NATIVE, Query, embed_parts
+from .search.rerank import Reranker, check_rerank
 from .search.searcher import Searcher, indexes_holding
 from .search.towers import QueryTowers, describe_export
 from .store.folder import SPACE_OF, Store, within
@@ -48,7 +49,8 @@ __all__ = ["Engine", "Query", "open_store"]
 def open_store(path: Path | str | None = None, *, create: bool = False, model: str | None = None,
                audio_model: str | None = None, device: str | None = None, precision: str | None = None,
                batch_size: int | None = None, workers: int | None = None,
-               file_timeout: float | None = None, query_encoder: str | None = None) -> "Engine":
+               file_timeout: float | None = None, query_encoder: str | None = None,
+               rerank_model: str | None = None) -> "Engine":
     """Open the store at ``path`` (default: ``$MMSEARCH_STORE``, else the default store folder) and return
     its ``Engine``. ``create``: make the store when there is none yet (else ``StoreNotFoundError``).
 
@@ -59,10 +61,11 @@ def open_store(path: Path | str | None = None, *, create: bool = False, model: s
     ``workers`` and ``file_timeout`` tune indexing; ``query_encoder`` (auto, onnx, torch) says what embeds
     text queries (auto: the store's exported text tower when usable, else torch). Each setting not given
     is read from its ``MMSEARCH_*`` environment variable (``MMSEARCH_MODEL``...) before falling back to
-    its default. Use the engine as a context manager, or call ``close()``."""
+    its default. ``rerank_model``: what re-ranks a ``search(..., rerank=N)`` (``encoders.matching``; default
+    Salesforce/blip-itm-base-coco). Use the engine as a context manager, or call ``close()``."""
     settings = Settings.resolve(store=path, model=model, audio_model=audio_model, device=device,
                                 precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout,
-                                query_encoder=query_encoder)
+                                query_encoder=query_encoder, rerank_model=rerank_model)
     return Engine.open(settings, create=create)
 
 
@@ -90,6 +93,7 @@ class Engine:
         self._clap = clap
         self._searcher: Searcher | None = None
         self._towers: QueryTowers | None = None
+        self._reranker: Reranker | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, clip=None, clap=None) -> "Engine":
@@ -230,7 +234,8 @@ class Engine:
     def search(self, query: Query | str | None = None, *, image: Path | str | None = None,
                audio: Path | str | None = None, kind: str = "all", k: int = 10, path_glob: str | None = None,
                strict_k: bool = False, offset: int = 0, fusion: str = "auto", rrf_k: float = RRF_K,
-               cutoff: str | None = None, min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
+               cutoff: str | None = None, min_score: float | None = None, filters: Filters | None = None,
+               rerank: int = 0, rerank_optional: bool = False) -> SearchResult:
         """The ``k`` files nearest a query: text (``query`` as a string), an ``image`` file, an ``audio`` file
         (its first 47.5 s), or text and files together; or a ``Query`` holding them and any number of
         weighted ``Part``s (a ``like`` part: an indexed file's id or path, "more like this", left out of
@@ -241,10 +246,17 @@ class Engine:
         back, with a note). ``offset``: skip the best ``offset`` files (``SearchResult.more`` says whether
         a next page follows). Several parts are fused by ``fusion`` (auto, early, rrf with ``rrf_k``, or
         score); ``cutoff="auto"`` and ``min_score`` drop the irrelevant tail (``search.fusion``). A
-        long-lived engine sees what other processes indexed meanwhile (``Store.catch_up``)."""
+        long-lived engine sees what other processes indexed meanwhile (``Store.catch_up``). ``rerank``: re-rank
+        the first ``rerank`` hits of a text's image search or an image's passage search by cross-attention
+        (``search.rerank``); a model that cannot be loaded raises ModelLoadError, or with ``rerank_optional``
+        leaves the search un-re-ranked, with a note."""
         query = _as_query(query, image, audio)
+        if rerank:
+            check_rerank(query, kind, rerank)
         if self.store.model_for("clip") is None and self.store.model_for("clap") is None:
             raise UsageError(f"{self.store.path}: store is empty; index something first")
+        notes: list[str] = []
+        depth = rerank if rerank and self.reranker.available(rerank_optional, notes) else 0
         if self.store.catch_up() or self._searcher is None:
             self._searcher = Searcher(self.store)
         files = self._searcher.file_counts()  # counting scans the catalog: kept while the indexes keep their size
@@ -254,7 +266,6 @@ class Engine:
         needs = Query(text=query.first("text"), image=query.first("image"), audio=query.first("audio"))
         holding = {SPACE_OF[m] for m in indexes_holding(kind, files)}  # the model spaces the search reaches
         reaches_clip, reaches_clap = "clip" in holding, "clap" in holding
-        notes: list[str] = []
         if reaches_clip or needs.image is not None or "clip" in spaces:
             self.clip_spec()  # a model asked for must be the store's, whichever runtime answers
         wants_clip = (needs.text is not None and reaches_clip) or needs.image is not None  # an encoder to embed with
@@ -279,9 +290,21 @@ class Engine:
                 self.towers.give_up(exc, notes)
                 clip, clap = (clip, self.clap) if exc.folder.name == CLAP_TEXT else (self.clip, clap)
         filters = replace(filters or Filters(), path_glob=path_glob) if path_glob is not None else filters or Filters()
-        return run_query(self._searcher, vectors, notes + read, kind=kind, k=k, offset=offset, filters=filters,
-                         strict_k=strict_k, fusion=fusion, rrf_k=rrf_k, cutoff=cutoff, min_score=min_score,
-                         exclude=liked.keys(), fetch=lambda space, ids: segment_vectors(self.store, space, ids))
+        page = (max(depth, offset + k), 0) if depth else (k, offset)  # re-ranking: its first hits, then paged
+        result = run_query(self._searcher, vectors, notes + read, kind=kind, k=page[0], offset=page[1],
+                           filters=filters, strict_k=strict_k and (not depth or depth <= k and not offset),
+                           fusion=fusion, rrf_k=rrf_k, cutoff=cutoff, min_score=min_score, exclude=liked.keys(),
+                           fetch=lambda space, ids: segment_vectors(self.store, space, ids))
+        return self.reranker.page(query, result, depth, k, offset) if depth else result
+
+    @property
+    def reranker(self) -> Reranker:
+        """What re-ranks hits (``search.rerank``): the matching model loaded on first use, and its cache."""
+        if self._reranker is None:
+            from .encoders.matching import load_matcher
+
+            self._reranker = Reranker(lambda: load_matcher(self.settings.rerank_model, device=self.settings.device))
+        return self._reranker
 
     @property
     def towers(self) -> QueryTowers:

@@ -93,6 +93,10 @@ class Hit:
     """A document passage's page (PDF page, EPUB chapter)."""
     track: Modality | None = None
     """A video hit's track: IMAGE (a sampled frame, at ``start``) or AUDIO (a soundtrack window)."""
+    match: float | None = None
+    """Re-ranked hits (``search.rerank``): the matching model's probability that query and hit match."""
+    rerank_score: float | None = None
+    """Re-ranked hits: ``match + score``, what orders them."""
 
     @property
     def segment_modality(self) -> Modality:
@@ -102,7 +106,8 @@ class Hit:
     def as_json(self) -> dict:
         """The hit as the CLI's ``--json`` and the HTTP API give it: ``id`` (the file's catalog id), ``path``,
         ``modality``, ``score``, ``calibrated``, and ``passage`` (text, with its ``page`` in a PDF or EPUB) or
-        ``start``/``end`` seconds (audio; a video's frame or soundtrack window, with its ``track``)."""
+        ``start``/``end`` seconds (audio; a video's frame or soundtrack window, with its ``track``); a re-ranked
+        hit's ``match`` and ``rerank_score``."""
         data = {"id": self.item_id, "path": self.path, "modality": self.modality.value, "score": self.score,
                 "calibrated": self.calibrated}
         if self.passage is not None:
@@ -115,6 +120,8 @@ class Hit:
             data["track"] = self.track.value
         if self.parts is not None:
             data["parts"] = list(self.parts)
+        if self.rerank_score is not None:
+            data["match"], data["rerank_score"] = self.match, self.rerank_score
         return data
 
 
@@ -129,6 +136,8 @@ class SearchResult:
     """Hits dropped by a relevance cut-off (``cutoff``, ``min_score``), among those it looked at."""
     fusion: str | None = None
     """How a query of several parts was put together: early, rrf or score (None for one part)."""
+    reranked: int = 0
+    """How many of the search's first hits the matching model re-scored (``rerank``)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import ModelLoadError, UsageError
 from .base import ModelIdentity, TextEncoding, l2_normalise
 from .clap_features import ClapMelFeatures
+from .fetch import from_hub, one_line
 
 log = logging.getLogger(__name__)
 
@@ -198,36 +199,14 @@ def _random_model(arch: str):
 
 def _hub_model(spec: str, repo: str):
     """From the local cache first; the network only when the hub answers a quick probe."""
-    try:
-        return _from_pretrained(repo, local_files_only=True)
-    except OSError:
-        pass
-    except Exception as error:
-        raise ModelLoadError(spec, f"cached copy is unusable ({_one_line(error)}); {_LOCAL_DIR_HINT}") from None
-    if _offline():
-        raise ModelLoadError(spec, f"not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {_LOCAL_DIR_HINT}")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        HfApi().model_info(repo, timeout=5)
-    except RepositoryNotFoundError:
-        raise ModelLoadError(spec, f"no model '{repo}' on the Hugging Face hub (or it is private); {_LOCAL_DIR_HINT}") from None
-    except Exception as error:
-        raise ModelLoadError(
-            spec, f"not in the local cache and the Hugging Face hub is unreachable ({_one_line(error)}); {_LOCAL_DIR_HINT}"
-        ) from None
-    try:
-        return _from_pretrained(repo, local_files_only=False)
-    except Exception as error:
-        raise ModelLoadError(spec, f"download failed ({_one_line(error)}); {_LOCAL_DIR_HINT}") from None
+    return from_hub(spec, repo, lambda local_only: _from_pretrained(repo, local_files_only=local_only), _LOCAL_DIR_HINT)
 
 
 def _local_model(spec: str, directory: Path):
     try:
         return _from_pretrained(str(directory), local_files_only=True)
     except Exception as error:
-        raise ModelLoadError(spec, f"{directory} is not a saved CLAP model ({_one_line(error)})") from None
+        raise ModelLoadError(spec, f"{directory} is not a saved CLAP model ({one_line(error)})") from None
 
 
 def _from_pretrained(source: str, *, local_files_only: bool):
@@ -237,13 +216,6 @@ def _from_pretrained(source: str, *, local_files_only: bool):
     feature_extractor = ClapFeatureExtractor.from_pretrained(source, local_files_only=local_files_only)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     return model, feature_extractor, tokenizer
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    return constants.HF_HUB_OFFLINE or flag in {"1", "true", "yes", "on"}
 
 
 def _weights_digest(spec: str, directory: Path) -> str:
@@ -256,11 +228,6 @@ def _weights_digest(spec: str, directory: Path) -> str:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:200]
 
 
 # --- the offline tokenizer: CLIP's BPE (shipped in open_clip) with RoBERTa's special ids -------------

@@ -5,11 +5,13 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
 from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -64,3 +66,45 @@ def open_clip_weights(open_clip, arch: str, tag: str, hint: str) -> tuple[str, d
         return download_pretrained(cfg), cfg
     except Exception as exc:
         raise ModelLoadError(spec, f"download from {host} failed ({str(exc).splitlines()[0][:160]}); {hint}") from exc
+
+
+def from_hub(spec: str, repo: str, load: Callable[[bool], T], hint: str) -> T:
+    """``load(local_files_only)`` a transformers checkpoint of hub repository ``repo``: from the local cache
+    first; the network only when the hub answers a quick probe, so offline the failure comes in seconds, as
+    one ModelLoadError ending in ``hint`` (how to point at a local copy)."""
+    try:
+        return load(True)
+    except OSError:
+        pass
+    except Exception as error:
+        raise ModelLoadError(spec, f"cached copy is unusable ({one_line(error)}); {hint}") from None
+    if hub_offline():
+        raise ModelLoadError(spec, f"not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo, timeout=5)
+    except RepositoryNotFoundError:
+        raise ModelLoadError(spec, f"no model '{repo}' on the Hugging Face hub (or it is private); {hint}") from None
+    except Exception as error:
+        raise ModelLoadError(
+            spec, f"not in the local cache and the Hugging Face hub is unreachable ({one_line(error)}); {hint}"
+        ) from None
+    log.info("downloading %s from the Hugging Face hub", repo)
+    try:
+        return load(False)
+    except Exception as error:
+        raise ModelLoadError(spec, f"download failed ({one_line(error)}); {hint}") from None
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return constants.HF_HUB_OFFLINE or flag in {"1", "true", "yes", "on"}
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]

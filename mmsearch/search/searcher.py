@@ -50,6 +50,11 @@ class QueryVectors:
     notes: tuple[str, ...] = ()
 
 
+def short_note(available: int) -> str:
+    """The note of a search for more files than there are."""
+    return f"only {available} file{'s' if available != 1 else ''} to search"
+
+
 def check_page(k: int, offset: int) -> None:
     if k < 1:
         raise UsageError(f"{{opt:k}} must be at least 1, not {k}")
@@ -149,7 +154,7 @@ class Searcher:
             if strict_k:
                 raise UsageError(f"{{opt:k}} {k} is more than the {available} files this store holds for {{opt:kind}} "
                                  f"{kind}")
-            notes.append(f"only {available} file{'s' if available != 1 else ''} to search")
+            notes.append(short_note(available))
         wanted = offset + k + 1  # one more than the page: is there a next one?
         hits = [hit for modality in reachable
                 for hit in self._search_one(modality, query.by_space[SPACE_OF[modality]], wanted, chosen, exclude)]
