@@ -18,8 +18,8 @@ from mmsearch_cli.app import app
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def composed_examples() -> list[list[str]]:
-    section = README.read_text(encoding="utf-8").split("## Composed queries", 1)[1]
+def composed_examples(heading: str = "## Composed queries") -> list[list[str]]:
+    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
     block = re.search(r"```\n(.*?)```", section, re.S).group(1)
     lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
     return [shlex.split(line) for line in lines]
@@ -52,3 +52,25 @@ def test_the_readme_composed_query_examples_run_as_written(tmp_path, monkeypatch
         if "--json" in argv:
             body = json.loads(result.stdout)
             assert isinstance(body, (list, dict))
+
+
+def test_the_readme_re_ranking_examples_run_as_written(tmp_path, monkeypatch):
+    """With the tiny matching model standing in for the default one (no download here)."""
+    examples = composed_examples("## Re-ranking")
+    assert len(examples) == 3 and all(argv[:2] == ["mmsearch", "search"] for argv in examples)
+    media = tmp_path / "media"
+    for i in range(8):
+        write_image(media / "photos" / f"p{i:03d}.png", seed=i)
+    for i in range(4):
+        write_text(media / "notes" / f"n{i}.txt", sentence(i))
+    write_image(tmp_path / "desk.jpg", seed=1002)
+    store = tmp_path / "store"
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(media), "--store", str(store), "--model", TINY, "--audio-model", "none"],
+                            catch_exceptions=False)
+    assert indexed.exit_code == 0, indexed.output
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMSEARCH_RERANK_MODEL", TINY)
+    for argv in examples:
+        result = runner.invoke(app, argv[1:] + ["--store", str(store)], catch_exceptions=False)
+        assert result.exit_code == 0 and "= match 0." in result.stdout, (argv, result.output)
