@@ -41,10 +41,9 @@ log = logging.getLogger(__name__)
 BLAS_THRESHOLD = 4096
 """FAISS's exhaustive search (flat indexes, IVF coarse quantisers) uses a matrix product (BLAS) once
 ``n_queries * dim`` reaches ``faiss.cvar.distance_compute_blas_threshold``, else a per-query SIMD scan.
-FAISS 1.15 ships 128000 there: at dim 512 only batches of 250+ queries get BLAS, and a batch of 64 runs
-about 5x slower per query than it would with it. The old value, 20, sends even single queries to BLAS,
-4x slower than the scan. 4096 (BLAS from 8 queries at dim 512) is the crossover measured by
-``mmsearch bench ann`` (see benchmarks/RESULTS.md)."""
+FAISS 1.15 ships 128000 there: at dim 512 only batches of 250+ queries get BLAS, and a batch of 64 runs about
+5x slower per query than it would with it. The old value, 20, sends even single queries to BLAS, 4x slower
+than the scan. 4096 (BLAS from 8 queries at dim 512) is the crossover measured by ``mmsearch bench ann``."""
 TOMBSTONE_FRACTION = 0.2
 """An index that can only tombstone is rebuilt once this fraction of what it holds is tombstones."""
 SUBSET_EXACT_MAX = 20_000
@@ -273,18 +272,19 @@ class VectorIndex:
         k = max(1, min(int(k), max(held, 1)))
         if not held:
             return empty_neighbours(len(queries), k)
-        threads_for(len(queries))
         if allowed_ids is None:
-            return self._search(queries, k, None, 1.0)
+            with threads_for(len(queries)):
+                return self._search(queries, k, None, 1.0)
         allowed = self._allowed(allowed_ids)
         if not len(allowed):
             return empty_neighbours(len(queries), k)
-        k = min(k, len(allowed))
-        if len(allowed) <= self._subset_limit(held):
-            found = self._search_subset(queries, k, allowed)
-            if found is not None:
-                return found
-        return self._search(queries, k, allowed, min(1.0, len(allowed) / held))
+        with threads_for(len(queries)):
+            k = min(k, len(allowed))
+            if len(allowed) <= self._subset_limit(held):
+                found = self._search_subset(queries, k, allowed)
+                if found is not None:
+                    return found
+            return self._search(queries, k, allowed, min(1.0, len(allowed) / held))
 
     def _allowed(self, allowed_ids) -> np.ndarray:
         """The filter as sorted unique ids; the last one is kept, since a repeated --path query passes the

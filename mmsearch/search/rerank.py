@@ -80,7 +80,8 @@ class Reranker:
         except ModelLoadError as exc:
             if not optional:
                 raise
-            notes.append(f"not re-ranked: {exc}")
+            cause = exc.reason.split("; ")[0]  # (not the hint: it names the settings that were not used)
+            notes.append(f"not re-ranked: cannot load model {exc.spec!r}: {cause}")
             return False
         return True
 

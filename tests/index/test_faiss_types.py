@@ -196,3 +196,21 @@ def test_ten_million_vectors_keep_an_exact_quantizer_over_at_most_4096_lists():
 
     big = choose_index(10_000_000, 512, 8 * 2**30)
     assert big.kind == "ivf-pq" and big.params["nlist"] == MAX_NLIST == 4096 and "quantizer" not in big.params
+
+
+def test_a_search_leaves_the_threads_count_of_torch_and_faiss_as_it_was(data):
+    """A one-query search runs FAISS on one thread, then puts the count back: torch shares the OpenMP
+    runtime, and a model run next in the same thread (a query tower, the re-ranking model) keeps its threads."""
+    import faiss
+    import torch
+
+    base, ids, queries = data
+    index = build("flat", base, ids)
+    before = (faiss.omp_get_max_threads(), torch.get_num_threads())
+    faiss.omp_set_num_threads(2)
+    try:
+        index.search(queries[:1], K)
+        index.search(queries[:1], K, allowed_ids=ids[::3])
+        assert (faiss.omp_get_max_threads(), torch.get_num_threads()) == (2, 2)
+    finally:
+        faiss.omp_set_num_threads(before[0])
