@@ -6,9 +6,11 @@ from typing import Any
 
 from mmsearch.bench.throughput import ThroughputReport
 from mmsearch.evaluation.render import recall_record, recall_table
-from mmsearch.evaluation.results import RecallReport
+from mmsearch.evaluation.results import RecallReport, RerankSummary
 
 from .output import failed_json
+
+RERANK_METHODS = ("no-rerank", "rerank")
 
 
 def recall_json(report: RecallReport) -> list[dict[str, Any]]:
@@ -22,6 +24,11 @@ def recall_json(report: RecallReport) -> list[dict[str, Any]]:
             excluded_media=failed_json(row.excluded), excluded_captions=row.excluded_captions)
         if row.method != "exact":
             record.update(store=report.store, index=report.index)
+        if row.method in RERANK_METHODS and report.rerank is not None:
+            record.update(rerank_depth=report.rerank.depth, rerank_model=report.rerank.model,
+                          rerank_semantic=report.rerank.semantic)
+            if row.method == "rerank":
+                record["rerank_seconds_per_query"] = round(report.rerank.seconds_per_query, 3)
         objects.append(record)
     return objects
 
@@ -56,9 +63,20 @@ def print_recall(report: RecallReport) -> None:
     if partial:
         row = partial[0]
         print(f"store rows: {row.media} of {report.media} media found in the store ({row.captions} captions)")
+    if report.rerank is not None:
+        print(rerank_line(report.rerank))
     if any(row.result.rank_depth is not None for row in report.rows):
         print(f"'>=': a miss within depth {report.depth} counts as rank {report.depth + 1}")
     print(f"({report.seconds:.1f} s)")
+
+
+def rerank_line(rerank: RerankSummary) -> str:
+    meaning = "" if rerank.semantic else ", random weights"
+    every = (rerank.captions, rerank.images) == (rerank.of_captions, rerank.of_images)
+    sampled = "" if every else " (--rerank-queries)"
+    return (f"rerank: the first {rerank.depth} hits of each query re-ranked by {rerank.model}{meaning}; no-rerank: "
+            f"the same queries without; {rerank.captions} of {rerank.of_captions} captions and {rerank.images} of "
+            f"{rerank.of_images} images{sampled}, {rerank.seconds_per_query:.2f} s per re-ranked query")
 
 
 def throughput_json(report: ThroughputReport) -> dict[str, Any]:

@@ -4,7 +4,8 @@ index, and ``Engine.search`` end to end.
 
 Owns: pairs files (``pairs``, ``pairset``, ``pair_formats``, ``jsonpos``), rank-based recall
 (``recall``), embedding pair media as indexing would (``embedding``), the result records (``results``),
-the runs (``runner``, ``store_recall``) and rendering (``render``). May import everything below it,
+the runs (``runner``, ``store_recall``, ``searched``; ``rerank_recall`` for search re-ranked by an image-text
+matching model) and rendering (``render``). May import everything below it,
 ``mmsearch.engine`` included; nothing in the library imports it. Importing the package does no work;
 import the submodules.
 """

@@ -55,6 +55,29 @@ class PairEmbeddings:
 
 
 @dataclass(frozen=True)
+class RerankSummary:
+    """What the ``no-rerank`` and ``rerank`` rows measured (``rerank_recall``'s docstring defines them)."""
+
+    depth: int
+    """Hits re-ranked per query (``--rerank N``)."""
+    model: str
+    semantic: bool
+    """False for random weights: the re-ranked rows are chance level."""
+    captions: int
+    """Captions re-ranked (text→media queries), of ``of_captions``."""
+    of_captions: int
+    images: int
+    """Images re-ranked (media→text queries), of ``of_images``."""
+    of_images: int
+    seconds: float
+    """Wall-clock seconds of the re-ranked queries (model, decoding and search), both directions."""
+
+    @property
+    def seconds_per_query(self) -> float:
+        return self.seconds / max(1, self.captions + self.images)
+
+
+@dataclass(frozen=True)
 class RecallReport:
     source: str
     format: str
@@ -76,3 +99,5 @@ class RecallReport:
     """The store index's description, when store rows were measured."""
     depth: int | None = None
     notes: tuple[str, ...] = ()
+    rerank: RerankSummary | None = None
+    """What the re-ranked rows measured, when they were (``--rerank``)."""

@@ -18,9 +18,13 @@ What each row's ``method`` means (all recall values in percent, see ``recall.py`
                 and the rank is the position of the caption's media among the returned files.
                 This is what a user sees on their own labelled folder. Text→media only.
 
-``index`` and ``end-to-end`` read at most ``depth`` results: a miss counts as rank depth+1, so their
-median/mean ranks are lower bounds (``rank_depth`` is set). Store rows cover only the pair media
-found in the store; the others are listed in the row's ``excluded``.
+``no-rerank``   With ``rerank`` N (image pairs): the same captions (and images) searched without and with
+``rerank``      re-ranking of their first N hits by an image-text matching model; ``rerank_recall.py``
+                defines both rows, text→image and image→text.
+
+``index``, ``end-to-end`` and the re-ranked rows read at most ``depth`` results: a miss counts as rank
+depth+1, so their median/mean ranks are lower bounds (``rank_depth`` is set). Store rows cover only the
+pair media found in the store; the others are listed in the row's ``excluded``.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from mmsearch.errors import UsageError
 from mmsearch.evaluation.embedding import embed_media, embed_texts
 from mmsearch.evaluation.pairs import PairSet
 from mmsearch.evaluation.recall import DEFAULT_KS, cross_modal_recall
+from mmsearch.evaluation.rerank_recall import check_rerank_options
 from mmsearch.evaluation.results import PairEmbeddings, RecallReport, RecallRow
 from mmsearch.evaluation.store_recall import store_rows
 from mmsearch.ingest.pipelines import AudioPipeline, ImagePipeline
@@ -43,7 +48,7 @@ from mmsearch.records import Modality
 
 log = logging.getLogger(__name__)
 
-METHODS = ("exact", "stored", "index", "end-to-end")
+METHODS = ("exact", "stored", "index", "end-to-end", "no-rerank", "rerank")
 
 
 def subset_captions(caption_media: np.ndarray, kept_media: np.ndarray, num_media: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +119,15 @@ def run_recall(
     progress: Progress | None = None,
     engine: Engine | None = None,
     depth: int = 10,
+    rerank: int = 0,
+    rerank_queries: int | None = None,
+    rerank_optional: bool = False,
 ) -> RecallReport:
-    """Exact recall of ``pairs`` with the given encoders; with ``engine``, also recall through its store.
+    """Exact recall of ``pairs`` with the given encoders; with ``engine``, also recall through its store, and
+    with ``rerank`` N the store's search with its first N hits re-ranked by ``engine.reranker``'s model (at
+    most ``rerank_queries`` captions and as many images; default all). A re-ranking model that cannot be
+    loaded raises ModelLoadError before anything is embedded, or with ``rerank_optional`` leaves the re-ranked
+    rows out, with a note.
 
     Encoders are objects with the ``ImageTextEncoder`` / CLAP encoder methods (tests pass stubs).
     With ``engine``, the encoder for the pair set's modality must be the store's model.
@@ -124,17 +136,20 @@ def run_recall(
     ks = tuple(sorted(set(int(k) for k in ks)))
     if engine is not None and (depth < 1 or (ks and depth < ks[-1])):
         raise UsageError(f"{{opt:depth}} {depth} must be at least the largest k ({ks[-1] if ks else 1})")
+    notes: list[str] = []
+    if rerank and not _can_rerank(pairs, engine, rerank, rerank_queries, rerank_optional, notes):
+        rerank = 0
     progress = progress or NoProgress()
     embedded = embed_pairs(pairs, image_encoder, audio_encoder, batch_size=batch_size, workers=workers,
                            progress=progress)
     rows = list(exact_rows(embedded, ks))
-    notes: list[str] = []
-    index_name = None
+    index_name = reranked = None
     if engine is not None:
-        measured = store_rows(embedded, engine, ks=ks, depth=depth, progress=progress)
+        measured = store_rows(embedded, engine, ks=ks, depth=depth, progress=progress, rerank=rerank,
+                              rerank_queries=rerank_queries)
         rows.extend(measured.rows)
         notes.extend(measured.notes)
-        index_name = measured.index
+        index_name, reranked = measured.index, measured.rerank
     if not embedded.semantic:
         notes.append(f"{embedded.model} has random weights: these recalls are chance level, not a model's quality")
     if embedded.truncated_captions:
@@ -145,4 +160,16 @@ def run_recall(
         excluded_captions=embedded.excluded_captions, truncated_captions=embedded.truncated_captions,
         rows=tuple(rows), seconds=round(time.perf_counter() - started, 3),
         store=str(engine.store.path) if engine is not None else None, index=index_name,
-        depth=depth if engine is not None else None, notes=tuple(notes))
+        depth=depth if engine is not None else None, notes=tuple(notes), rerank=reranked)
+
+
+def _can_rerank(pairs: PairSet, engine: Engine | None, rerank: int, queries: int | None, optional: bool,
+               notes: list[str]) -> bool:
+    """Refuse a re-ranked measurement that cannot run, and load the matching model, before the long embedding
+    (``Reranker.available``: a ModelLoadError, or with ``optional`` a note and False)."""
+    if engine is None:
+        raise UsageError("{opt:rerank} re-ranks a store's search: add {opt:store}")
+    if pairs.modality() != Modality.IMAGE:
+        raise UsageError(f"{{opt:rerank}} re-ranks image search; {pairs.source} pairs {pairs.modality()} files")
+    check_rerank_options(rerank, queries)
+    return engine.reranker.available(optional, notes)

@@ -18,11 +18,12 @@ from mmsearch.engine import Engine
 from mmsearch.errors import ModelMismatchError, UsageError
 from mmsearch.evaluation.embedding import pool_segments
 from mmsearch.evaluation.recall import DEFAULT_KS, cross_modal_recall, recall_from_ranked_ids
-from mmsearch.evaluation.results import PairEmbeddings, RecallRow
+from mmsearch.evaluation.rerank_recall import rerank_rows
+from mmsearch.evaluation.results import PairEmbeddings, RecallRow, RerankSummary
+from mmsearch.evaluation.searched import end_to_end_ranked
 from mmsearch.index.backend import VectorBackend
 from mmsearch.progress import NoProgress, Progress
 from mmsearch.records import FailedFile, Modality
-from mmsearch.search.queries import Query
 from mmsearch.store.folder import Store
 from mmsearch.store.rows import INDEXED
 
@@ -35,6 +36,7 @@ class StoreRows:
     index: str | None
     """The index's description (type, placement)."""
     notes: tuple[str, ...] = ()
+    rerank: RerankSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -120,25 +122,6 @@ def index_ranked(index: VectorBackend, queries: np.ndarray, segment_media: dict[
     return ranked
 
 
-def end_to_end_ranked(engine: Engine, captions: list[str], media_paths: list[str], modality: Modality,
-                      depth: int, progress: Progress) -> np.ndarray:
-    """(Q, depth) per caption: the files ``Engine.search`` returns, as media positions (pair media) or
-    ids >= len(media_paths) (any other file of the store, each distinct); -1 padded."""
-    position = {os.path.realpath(p): i for i, p in enumerate(media_paths)}
-    other_base = len(media_paths)
-    ranked = np.full((len(captions), depth), -1, dtype=np.int64)
-    progress.start(len(captions), "searching captions end to end", "query")
-    try:
-        for q, caption in enumerate(captions):
-            result = engine.search(Query(text=caption), kind=modality.value, k=depth)
-            for r, hit in enumerate(result.hits[:depth]):
-                ranked[q, r] = position.get(os.path.realpath(hit.path), other_base + hit.item_id)
-            progress.advance(1)
-    finally:
-        progress.finish()
-    return ranked
-
-
 def store_rows(
     embedded: PairEmbeddings,
     engine: Engine,
@@ -146,8 +129,11 @@ def store_rows(
     ks: Iterable[int] = DEFAULT_KS,
     depth: int = 10,
     progress: Progress | None = None,
+    rerank: int = 0,
+    rerank_queries: int | None = None,
 ) -> StoreRows:
-    """``stored`` (both directions), ``index`` and ``end-to-end`` (text→media) rows for ``engine``'s store."""
+    """``stored`` (both directions), ``index`` and ``end-to-end`` (text→media) rows for ``engine``'s store; with
+    ``rerank``, ``no-rerank`` and ``rerank`` rows too (``rerank_recall``; at most ``rerank_queries`` a direction)."""
     progress = progress or NoProgress()
     store, modality = engine.store, embedded.modality
     role = "clip" if modality == Modality.IMAGE else "clap"
@@ -183,7 +169,15 @@ def store_rows(
     if modality == Modality.AUDIO:
         notes.append("audio: exact and stored rows score a file by the normalised mean of its windows, index and "
                      "end-to-end rows by its best window (as search does)")
-    return StoreRows(tuple(rows), description, tuple(notes))
+    summary = None
+    if rerank:
+        measured = rerank_rows(engine, media_paths, match.vectors, texts, caption_vectors, owner, rerank=rerank,
+                               depth=depth, queries=rerank_queries, ks=ks, progress=progress,
+                               excluded=match.excluded, excluded_captions=excluded_captions)
+        rows.extend(measured.rows)
+        notes.extend(measured.notes)
+        summary = measured.summary
+    return StoreRows(tuple(rows), description, tuple(notes), summary)
 
 
 def _captions_of(embedded: PairEmbeddings, media_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

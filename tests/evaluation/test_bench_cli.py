@@ -63,6 +63,11 @@ def solid(path: Path, number: int) -> Path:
 
 @pytest.fixture
 def designed(tmp_path):
+    return make_designed(tmp_path)
+
+
+def make_designed(tmp_path: Path) -> tuple[Path, Path]:
+    """(folder of m0, m1, m2 and broken.png, the pairs file of OWNERS)."""
     folder = tmp_path / "labelled"
     for number in range(3):
         solid(folder / f"m{number}.png", number)
@@ -144,6 +149,11 @@ runner = CliRunner()
 
 @pytest.fixture
 def tiny_pairs(tmp_path):
+    return make_tiny_pairs(tmp_path)
+
+
+def make_tiny_pairs(tmp_path: Path) -> Path:
+    """Four noise images with two captions each."""
     for i in range(4):
         write_image(tmp_path / "img" / f"p{i}.png", seed=i)
     pairs = tmp_path / "pairs.jsonl"
