@@ -23,6 +23,12 @@ def register(app: typer.Typer) -> None:
         max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest request body (uploaded query "
                                             "files), in MiB."),
         warm: bool = typer.Option(True, "--warm/--no-warm", help="Load the query models before listening."),
+        rerank_model: Optional[str] = typer.Option(None, "--rerank-model", help="What re-ranks: a BLIP retrieval "
+                                                   "model on the Hugging Face hub (default "
+                                                   "Salesforce/blip-itm-base-coco), a saved model's folder, or "
+                                                   "test-tiny:random (tiny, random weights: try it offline). "
+                                                   "Loaded on the first search with rerank=N, not before "
+                                                   "listening."),
     ) -> None:
         """Serve the store: a JSON API (docs at /docs) and a web page at / to see and hear results."""
         from mmsearch.errors import UsageError
@@ -30,4 +36,5 @@ def register(app: typer.Typer) -> None:
 
         if max_upload_mb <= 0:
             raise UsageError("{opt:max_upload_mb} must be more than 0")
-        run_server(store, host=host, port=port, token=token, max_upload=int(max_upload_mb * 1024 * 1024), warm=warm)
+        run_server(store, host=host, port=port, token=token, max_upload=int(max_upload_mb * 1024 * 1024), warm=warm,
+                   rerank_model=rerank_model)

@@ -17,6 +17,7 @@ from mmsearch.records import Modality
 from mmsearch.search.queries import Part
 
 from .errors import HTTPProblem, status_of, worded
+from .paging import MAX_RERANK
 from .params import FIELDS, read_search
 
 router = APIRouter(prefix="/api")
@@ -31,10 +32,20 @@ TEXTS = Param([], description="Text parts, `VALUE[:WEIGHT]` (repeat the paramete
 LIKES = Param([], description="More like this: indexed files as parts, `ID[:WEIGHT]` (repeatable); their stored "
                               "vectors are the query, and they are left out of the hits.")
 FUSION = Param("auto", description="auto, early, rrf or score: how several parts are put together (README).")
+RERANK = Param(None, description=f"Re-rank the first N hits (0-{MAX_RERANK}; 0: none) with an image-text matching "
+                                 "model (cross-attention, BLIP): a text query's image hits (`kind=image`), or an "
+                                 "uploaded image's passages (`kind=text`). Each re-ranked hit gets `match` (the "
+                                 "model's probability that query and hit match, 0-1) and `rerank_score` (`match` + "
+                                 "`score`), which orders them; the hits after them follow in their search order. A "
+                                 "`next` cursor keeps it. The model (the server's `--rerank-model`) loads on the "
+                                 "first re-ranked search, in seconds; one that cannot be loaded answers 503.")
+RERANK_OPTIONAL = Param(None, description="1 or true: if the re-ranking model cannot be loaded, answer without "
+                                          "re-ranking, with a note saying why, instead of 503.")
 UPLOAD_PARTS = ("image", "audio")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 MAX_FILES = 8
-_FIELD_SCHEMA = {name: {"type": "string"} for name in FIELDS}
+_FIELD_SCHEMA = {**{name: {"type": "string"} for name in FIELDS}, "rerank": {"type": "integer"},
+                 "rerank_optional": {"type": "boolean"}}
 MULTIPART = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "type": "object",
     "properties": {**_FIELD_SCHEMA, "image": {"type": "string", "format": "binary"},
@@ -55,10 +66,14 @@ async def search(request: Request, q: Optional[str] = Param(None, description="T
            min_score: Optional[float] = Param(None, description="Drop hits whose calibrated (or fused) score is "
                                                                  "below this."),
            modified_after: Optional[str] = None, modified_before: Optional[str] = None,
-           min_duration: Optional[float] = None, max_duration: Optional[float] = None) -> dict:
-    """`{"hits": [...], "next": cursor or null, "notes": [...], "cut": n, "fusion": method or null}`; each hit:
-    `id`, `path`, `modality`, `score`, `calibrated`, `passage` (text) or `start`/`end` seconds (audio), and for
-    a query of several parts `parts` (each part's cosine to it, null where it did not reach it)."""
+           min_duration: Optional[float] = None, max_duration: Optional[float] = None,
+           rerank: Optional[int] = RERANK, rerank_optional: Optional[bool] = RERANK_OPTIONAL) -> dict:
+    """`{"hits": [...], "next": cursor or null, "notes": [...], "cut": n, "fusion": method or null,
+    "reranked": n}`; each hit: `id`, `path`, `modality`, `score`, `calibrated`, `passage` (text) or
+    `start`/`end` seconds (audio), for a query of several parts `parts` (each part's cosine to it, null where
+    it did not reach it), and for a re-ranked hit `match` and `rerank_score`. `reranked`: how many of the
+    search's first hits were re-ranked (`rerank`; 0 when none were, e.g. the model could not be loaded and
+    `rerank_optional` was given: then a note says why)."""
     query, options = read_search(request.query_params.getlist)
     return await served(request).call(served(request).search, query, **options)
 
@@ -68,7 +83,9 @@ async def search(request: Request, q: Optional[str] = Param(None, description="T
 async def search_upload(request: Request) -> JSONResponse:
     """Multipart form: `image` and/or `audio` files (repeatable; `image_weight`/`audio_weight` fields give
     their weights in the same order), and the fields of GET /api/search. Uploads are decoded as indexing
-    decodes files; the size limit is the server's `--max-upload-mb` (default 25 MiB, all parts together)."""
+    decodes files; the size limit is the server's `--max-upload-mb` (default 25 MiB, all parts together).
+    One uploaded image with `kind=text` and `rerank=N` re-ranks the first N passages (hits get `match` and
+    `rerank_score`, as with GET)."""
     form = await request.form(max_files=MAX_FILES, max_fields=40)
     for key, value in form.multi_items():
         if key not in UPLOAD_PARTS and not isinstance(value, str):

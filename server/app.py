@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from mmsearch.search.queries import Query
 from . import api, page
 from .errors import HTTPProblem, http_problem, library_error, problem, unexpected
 from .guard import DEFAULT_MAX_UPLOAD, Guard
-from .paging import MAX_DEPTH, MAX_K, decode_cursor, encode_cursor
+from .paging import MAX_DEPTH, MAX_K, MAX_RERANK, encode_cursor, requested_page
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,23 @@ class Served:
         return await anyio.to_thread.run_sync(partial(function, *args, **kwargs), limiter=self._one_at_a_time)
 
     def search(self, query: Query, *, kind: str = "all", k: int = 10, path: str | None = None,
-               cursor: str | None = None, **options) -> dict:
+               cursor: str | None = None, rerank: int | None = None, rerank_optional: bool | None = None,
+               **options) -> dict:
         """One page of hits as the API answers it: ``{"hits": [...], "next": cursor or null, "notes": [...],
-        "cut": n, "fusion": method or null}``; ``options``: ``Engine.search``'s fusion, cut-off and filters."""
-        offset = decode_cursor(cursor)
+        "cut": n, "fusion": method or null, "reranked": n}``; ``options``: ``Engine.search``'s fusion, cut-off
+        and filters. ``rerank``/``rerank_optional`` not given: the cursor's (``paging.requested_page``)."""
+        page = requested_page(cursor, rerank, rerank_optional)
         if not 1 <= k <= MAX_K:
             raise HTTPProblem(422, f"k: must be between 1 and {MAX_K}, not {k}")
-        if offset + k > MAX_DEPTH:
+        if page.offset + k > MAX_DEPTH:
             raise HTTPProblem(422, f"cursor: pages end at the {MAX_DEPTH}th hit")
         with self.lock:
-            result = self.engine.search(query, kind=kind, k=k, path_glob=path or None, offset=offset, **options)
-        more = result.more and offset + 2 * k <= MAX_DEPTH
-        return {"hits": [hit.as_json() for hit in result.hits], "next": encode_cursor(offset + k) if more else None,
-                "notes": list(result.notes), "cut": result.cut, "fusion": result.fusion}
+            result = self.engine.search(query, kind=kind, k=k, path_glob=path or None, offset=page.offset,
+                                        rerank=page.rerank, rerank_optional=page.rerank_optional, **options)
+        more = result.more and page.offset + 2 * k <= MAX_DEPTH
+        following = replace(page, offset=page.offset + k)  # the same re-ranked list, further on
+        return {"hits": [hit.as_json() for hit in result.hits], "next": encode_cursor(following) if more else None,
+                "notes": list(result.notes), "cut": result.cut, "fusion": result.fusion, "reranked": result.reranked}
 
     def status(self) -> dict:
         """``Engine.status`` as JSON, made again only when the catalog has changed."""
@@ -82,7 +87,8 @@ class Served:
             with self.lock:
                 data = self.engine.status().as_json()
             data["server"] = {"token_required": self.token is not None, "max_upload_bytes": self.max_upload,
-                              "max_k": MAX_K}
+                              "max_k": MAX_K, "max_rerank": MAX_RERANK,
+                              "rerank_model": self.engine.settings.rerank_model}
             self._status = (marker, data)
         return self._status[1]
 

@@ -11,8 +11,10 @@ from mmsearch.errors import (DecodeError, ItemNotFoundError, MMSearchError, Mode
 
 log = logging.getLogger(__name__)
 
-PARAMETER = {"text": "q", "path_glob": "path", "offset": "cursor"}
-"""The library's setting names as the API's parameters (``{opt:text}`` in a message reads ``q``)."""
+PARAMETER = {"text": "q", "path_glob": "path", "offset": "cursor", "rerank_optional": "rerank_optional=1",
+             "rerank_model": "mmsearch serve --rerank-model"}
+"""The library's setting names as the API's parameters (``{opt:text}`` in a message reads ``q``), or as the
+server's option where a setting is the server's, not a request's."""
 STATUS = ((ItemNotFoundError, 404), (PathNotFoundError, 404), (UsageError, 422), (QueryError, 422),
           (DecodeError, 422), (ModelLoadError, 503), (StoreNotFoundError, 503))
 

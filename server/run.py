@@ -37,15 +37,18 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def serve(store: Path | str | None = None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_upload: int = DEFAULT_MAX_UPLOAD, warm: bool = True, log_level: str = "info") -> None:
-    """Open the store (it must exist), load the query models, and serve until interrupted."""
+          max_upload: int = DEFAULT_MAX_UPLOAD, warm: bool = True, log_level: str = "info",
+          rerank_model: str | None = None) -> None:
+    """Open the store (it must exist), load the query models, and serve until interrupted. ``rerank_model``
+    (default ``$MMSEARCH_RERANK_MODEL``, else the library's) re-ranks searches that ask for it; it loads on
+    the first one, not here."""
     import uvicorn
 
     from .app import create_app
 
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
     check_bind(host, token)
-    engine = open_store(store)
+    engine = open_store(store, rerank_model=rerank_model)
     try:
         app = create_app(engine, token=token, max_upload=max_upload)
         if warm:

@@ -67,11 +67,14 @@ def served_store(tmp_path_factory, library, tiny_clip, tiny_clap) -> Path:
     return store
 
 
-def open_engine(store: Path, tiny_clip, tiny_clap):
+def open_engine(store: Path, tiny_clip, tiny_clap, rerank_model: str = TINY):
+    """The served engine: the tiny models, and the tiny random re-ranking model (loaded on the first search
+    that re-ranks) unless ``rerank_model`` names another."""
     from mmsearch.config import Settings
     from mmsearch.engine import Engine
 
-    return Engine.open(Settings.resolve(store=store, model=TINY, audio_model=TINY), clip=tiny_clip, clap=tiny_clap)
+    return Engine.open(Settings.resolve(store=store, model=TINY, audio_model=TINY, rerank_model=rerank_model),
+                       clip=tiny_clip, clap=tiny_clap)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 // mmsearch web page: what needs a script. The server renders text searches (the URL is the state);
-// this adds an image or audio file as the query (picked or dropped), its pages, and starts each audio
-// player at its matched window where the browser ignored the #t= media fragment.
+// this adds an image or audio file as the query (picked or dropped), its pages, the re-rank box enabled
+// only where re-ranking applies, and starts each audio player at its matched window where the browser
+// ignored the #t= media fragment.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
@@ -39,8 +40,15 @@ function hitNode(hit, rank, kind) {
   const like = `/?${new URLSearchParams({ like: hit.id, kind })}`;
   const score = element("span", { class: "score", title: `cosine ${hit.score.toFixed(4)}, calibrated ${hit.calibrated.toFixed(2)}` },
     [`${hit.score.toFixed(3)} `, element("small", {}, [`z ${hit.calibrated.toFixed(2)}`])]);
+  const scores = [score];
+  if (hit.rerank_score !== undefined && hit.rerank_score !== null) {  // re-ranked: match, then the cosine
+    scores.push(element("span", { class: "match", title: `re-ranked: match ${hit.match.toFixed(4)} + cosine `
+                                                         + `${hit.score.toFixed(4)} = ${hit.rerank_score.toFixed(4)}` },
+      [`match ${hit.match.toFixed(2)} \u00b7 cos ${hit.score.toFixed(2)} `,
+       element("small", {}, [`sum ${hit.rerank_score.toFixed(2)}`])]));
+  }
   const meta = element("div", { class: "meta" }, [
-    element("a", { class: "name", href: fileUrl, title: hit.path }, [name]), score,
+    element("a", { class: "name", href: fileUrl, title: hit.path }, [name]), ...scores,
     element("a", { class: "like", href: like }, ["More like this"])]);
   return element("li", { class: `hit hit-${hit.modality}`, "data-id": String(hit.id), "data-rank": String(rank) },
     [...body, meta]);
@@ -56,6 +64,16 @@ function startPlayers(root = document) {
 
 let uploaded = null;  // the file of the current file query, sent again for its next pages
 
+// Whether the search the form would run can be re-ranked (as the server's engine allows): a text query's
+// images, or one image file's passages (no text with it; before a file is chosen, an empty box with kind
+// text may still become one).
+function rerankApplies(file) {
+  const form = $("#search");
+  const text = form.q.value.trim(), kind = form.kind.value;
+  if (file) return file.type.startsWith("image/") && !text && kind === "text";
+  return kind === "image" || (kind === "text" && !text);
+}
+
 async function fileSearch(file, cursor = null) {
   uploaded = file;
   const form = $("#search");
@@ -65,6 +83,11 @@ async function fileSearch(file, cursor = null) {
   data.append("kind", form.kind.value);
   data.append("k", "24");
   if (cursor) data.append("cursor", cursor);
+  const rerank = form.rerank.checked && rerankApplies(file);
+  if (rerank) {
+    data.append("rerank", form.rerank.value);
+    data.append("rerank_optional", "1");  // a model that cannot be loaded: the hits anyway, with a note
+  }
   data.append(file.type.startsWith("audio/") ? "audio" : "image", file, file.name);
   const summary = $("#summary");
   summary.className = "";
@@ -83,7 +106,9 @@ async function fileSearch(file, cursor = null) {
   const results = $("#results");
   results.replaceChildren(...body.hits.map((hit, n) => hitNode(hit, offset + n + 1, form.kind.value)));
   summary.textContent = body.hits.length
-    ? `Results for ${file.name}: ${offset + 1}-${offset + body.hits.length}` + (body.notes.length ? ` (${body.notes.join("; ")})` : "")
+    ? `Results for ${file.name}: ${offset + 1}-${offset + body.hits.length}`
+      + (body.reranked ? `, the first ${body.reranked} re-ranked` : "")
+      + (body.notes.length ? ` (${body.notes.join("; ")})` : "")
     : `No hits for ${file.name}`;
   const pager = $("#pager");
   pager.replaceChildren();
@@ -102,7 +127,13 @@ async function fileSearch(file, cursor = null) {
 document.addEventListener("DOMContentLoaded", () => {
   startPlayers();
   const picker = $("#file");
-  picker.addEventListener("change", () => { if (picker.files.length) fileSearch(picker.files[0]); });
+  const form = $("#search");
+  // A disabled box is not sent: a search it does not apply to runs without it.
+  const updateRerank = () => { form.rerank.disabled = !rerankApplies(picker.files[0]); };
+  updateRerank();
+  form.q.addEventListener("input", updateRerank);
+  form.kind.addEventListener("change", updateRerank);
+  picker.addEventListener("change", () => { updateRerank(); if (picker.files.length) fileSearch(picker.files[0]); });
   $("#search").addEventListener("submit", (event) => {
     if (picker.files.length) { event.preventDefault(); fileSearch(picker.files[0]); }
   });

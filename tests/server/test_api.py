@@ -223,3 +223,172 @@ def test_composed_queries_through_the_api(client, engine, library):
     assert client.get("/api/search", params={"text": "x:nan"}).status_code == 422
     assert client.get("/api/search", params={"q": "x", "min_duration": "10", "kind": "audio"}).json()["hits"][0][
         "path"].endswith("long.wav")
+
+
+# --- re-ranking (the served engine's re-ranking model: test-tiny:random) ---------------------------------
+
+def _reranked_first(hits: list[dict], depth: int) -> None:
+    """The first ``depth`` hits carry match and rerank_score (= match + score), in descending rerank_score;
+    the hits after them carry neither."""
+    head, tail = hits[:depth], hits[depth:]
+    assert all({"match", "rerank_score"} <= hit.keys() for hit in head), head
+    assert all(0.0 <= hit["match"] <= 1.0 for hit in head)
+    assert all(hit["rerank_score"] == pytest.approx(hit["match"] + hit["score"], abs=1e-5) for hit in head)
+    scores = [hit["rerank_score"] for hit in head]
+    assert scores == sorted(scores, reverse=True)
+    assert not any({"match", "rerank_score"} & hit.keys() for hit in tail)
+
+
+def test_rerank_orders_the_first_hits_by_match_plus_cosine_and_the_rest_follow(client, engine):
+    params = {"q": "copper lantern", "kind": "image", "k": 8}
+    plain = client.get("/api/search", params=params).json()
+    body = client.get("/api/search", params={**params, "rerank": 5}).json()
+    assert body["reranked"] == 5 and plain["reranked"] == 0 and len(body["hits"]) == 8
+    _reranked_first(body["hits"], 5)
+    ids, plain_ids = [h["id"] for h in body["hits"]], [h["id"] for h in plain["hits"]]
+    assert set(ids[:5]) == set(plain_ids[:5]) and ids[5:] == plain_ids[5:]  # the same hits, the first 5 re-ordered
+    expected = engine.search(Query(text="copper lantern"), kind="image", k=8, rerank=5).hits
+    assert [h.item_id for h in expected] == ids
+    assert [h["rerank_score"] for h in body["hits"][:5]] == [pytest.approx(h.rerank_score, abs=1e-4) for h in expected[:5]]
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"q": "x", "rerank": 5}, "rerank with a text query re-ranks image hits: add kind image"),
+    ({"q": "x", "kind": "text", "rerank": 5}, "add kind image"),
+    ({"q": "x", "text": "y", "kind": "image", "rerank": 5}, "rerank re-ranks a search by one text"),
+    ({"q": "x", "kind": "image", "rerank": 101}, "rerank: must be between 0 and 100, not 101"),
+    ({"q": "x", "kind": "image", "rerank": -1}, "rerank: must be between 0 and 100, not -1"),
+    ({"q": "x", "kind": "image", "rerank": "lots"}, "rerank: "),
+    ({"q": "x", "kind": "image", "rerank": 5, "rerank_optional": "maybe"}, "rerank_optional: "),
+])
+def test_rerank_where_it_does_not_apply_gets_422_naming_the_parameters(client, params, fragment):
+    response = client.get("/api/search", params=params)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]
+    assert fragment in message and "\n" not in message and "{opt:" not in message
+
+
+def test_a_like_query_cannot_be_reranked(client):
+    item = client.get("/api/search", params={"q": "x", "kind": "image", "k": 1}).json()["hits"][0]["id"]
+    response = client.get("/api/search", params={"like": item, "kind": "image", "rerank": 3})
+    assert response.status_code == 422 and "an indexed file" in response.json()["error"]
+
+
+@pytest.mark.parametrize("spec", ["empty folder", "Salesforce/blip-itm-base-coco"])
+def test_a_rerank_model_that_cannot_be_loaded_is_503_or_with_rerank_optional_a_note(
+        spec, served_store, tiny_clip, tiny_clap, tmp_path, connections):
+    """An empty folder, or the default hub model offline (HF_HUB_OFFLINE, an empty cache): the server
+    starts and answers other searches; a re-ranked one gets 503 saying why, or with rerank_optional the
+    hits of the search as it is, with a note."""
+    from fastapi.testclient import TestClient
+
+    from conftest import fails_fast
+    from mmsearch_server.app import create_app
+    from serving import open_engine
+
+    if spec == "empty folder":
+        spec = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+    engine = open_engine(served_store, tiny_clip, tiny_clap, rerank_model=spec)
+    try:
+        client = TestClient(create_app(engine), base_url="http://127.0.0.1")
+        params = {"q": "copper lantern", "kind": "image", "k": 6}
+        plain = client.get("/api/search", params=params)
+        assert plain.status_code == 200
+        failed = client.get("/api/search", params={**params, "rerank": 4})
+        assert failed.status_code == 503, failed.text
+        message = failed.json()["error"]
+        assert message.startswith(f"cannot load model '{spec}'") and "\n" not in message and "{opt:" not in message
+        if "/" in spec and not spec.startswith("/"):  # the hub: how to do without it, as the server spells it
+            assert "mmsearch serve --rerank-model /path/to/dir" in message and "rerank_optional=1" in message
+        for optional in ("1", "true"):
+            body = client.get("/api/search", params={**params, "rerank": 4, "rerank_optional": optional}).json()
+            assert body["reranked"] == 0 and len(body["notes"]) == 1 and body["notes"][0].startswith("not re-ranked: ")
+            assert not any("match" in hit or "rerank_score" in hit for hit in body["hits"])
+            assert [h["id"] for h in body["hits"]] == [h["id"] for h in plain.json()["hits"]]
+        assert client.get("/api/status").json()["server"]["rerank_model"] == spec
+    finally:
+        engine.close()
+    assert fails_fast(connections)
+
+
+def test_pages_of_a_reranked_search_continue_the_same_list(client):
+    params = {"q": "harbour meadow", "kind": "image", "k": 4, "rerank": 6}
+    whole = client.get("/api/search", params={**params, "k": 12}).json()
+    _reranked_first(whole["hits"], 6)
+    first = client.get("/api/search", params=params).json()
+    second = client.get("/api/search", params={**params, "cursor": first["next"]}).json()
+    # the cursor carries the re-ranking: the query and the cursor alone give the same page
+    alone = client.get("/api/search", params={"q": "harbour meadow", "kind": "image", "k": 4,
+                                              "cursor": first["next"]}).json()
+    assert [h["id"] for h in alone["hits"]] == [h["id"] for h in second["hits"]] and alone["next"] == second["next"]
+    assert alone["reranked"] == second["reranked"] == 6
+    third = client.get("/api/search", params={"q": "harbour meadow", "kind": "image", "k": 4,
+                                              "cursor": second["next"]}).json()
+    pages = [h["id"] for page in (first, second, third) for h in page["hits"]]
+    assert pages == [h["id"] for h in whole["hits"]]
+    assert ["match" in h for h in second["hits"]] == [True, True, False, False]  # ranks 5-6 re-ranked, 7-8 not
+    plain = client.get("/api/search", params={"q": "harbour meadow", "kind": "image", "k": 4}).json()
+    assert "rerank" not in str(plain["next"]) and client.get("/api/search", params={
+        "q": "harbour meadow", "kind": "image", "k": 4, "cursor": plain["next"]}).json()["reranked"] == 0
+    mixed = client.get("/api/search", params={**params, "rerank": 3, "cursor": first["next"]})
+    assert mixed.status_code == 422
+    assert mixed.json()["error"].startswith("cursor: it continues a search with rerank=6, not rerank=3")
+
+
+def test_an_uploaded_image_reranks_passages(client, engine, library):
+    photo = library / "photos" / "photo03.png"
+    response = client.post("/api/search", data={"kind": "text", "k": "5", "rerank": "3"},
+                           files={"image": ("mine.png", photo.read_bytes(), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reranked"] == 3 and {h["modality"] for h in body["hits"]} == {"text"}
+    _reranked_first(body["hits"], 3)
+    expected = engine.search(image=photo, kind="text", k=5, rerank=3).hits
+    assert [h["id"] for h in body["hits"]] == [h.item_id for h in expected]
+    assert [h["match"] for h in body["hits"][:3]] == [pytest.approx(h.match, abs=1e-5) for h in expected[:3]]
+    wrong = client.post("/api/search", data={"kind": "image", "rerank": "3"},
+                        files={"image": ("mine.png", photo.read_bytes(), "image/png")})
+    assert wrong.status_code == 422 and "re-ranks text hits: add kind text" in wrong.json()["error"]
+    flagged = client.post("/api/search", data={"kind": "text", "k": "5", "rerank": "3", "rerank_optional": "yes"},
+                          files={"image": ("mine.png", photo.read_bytes(), "image/png")})
+    assert flagged.status_code == 200 and [h["id"] for h in flagged.json()["hits"]] == [h["id"] for h in body["hits"]]
+
+
+def test_the_openapi_schema_documents_rerank(client):
+    schema = client.get("/openapi.json").json()["paths"]["/api/search"]
+    parameters = {p["name"]: p for p in schema["get"]["parameters"]}
+    assert "match" in parameters["rerank"]["description"] and "rerank_score" in parameters["rerank"]["description"]
+    assert "503" in parameters["rerank_optional"]["description"]
+    assert "rerank_score" in schema["get"]["description"]
+    form = schema["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["rerank"] == {"type": "integer"} and form["rerank_optional"] == {"type": "boolean"}
+
+
+def test_serve_takes_a_rerank_model_and_loads_it_on_the_first_reranked_search(served_store, monkeypatch, tmp_path):
+    """``mmsearch serve --rerank-model``: the engine it serves re-ranks with that model; one that cannot be
+    loaded does not stop the server from starting (it loads on the first re-ranked search, which gets 503)."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from mmsearch_cli.app import app as cli_app
+
+    answers = {}
+
+    def run(app, **options):  # instead of listening: a few requests to the app the command built
+        client = TestClient(app, base_url="http://127.0.0.1")
+        answers["status"] = client.get("/api/status").json()
+        answers["search"] = client.get("/api/search", params={"q": "x", "kind": "image", "k": 3, "rerank": 2})
+    monkeypatch.setattr(uvicorn, "run", run)
+    for spec, code in (("test-tiny:random", 200), (str(tmp_path / "nowhere"), 503)):
+        answers.clear()
+        result = CliRunner().invoke(cli_app, ["serve", "--store", str(served_store), "--no-warm", "--rerank-model",
+                                              spec], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert answers["status"]["server"]["rerank_model"] == spec
+        assert answers["search"].status_code == code, answers["search"].text
+        if code == 200:
+            assert answers["search"].json()["reranked"] == 2
+        else:
+            assert "no such directory" in answers["search"].json()["error"]

@@ -400,8 +400,9 @@ def test_no_request_leaves_the_test_server(watched, library, base_url):
     assert watch.foreign(base_url) == [], watch.foreign(base_url)
 
 
-@pytest.mark.parametrize("params", [{"q": QUERY}, {"q": "a low hum", "kind": "audio"}, {"q": QUERY, "kind": "text"}],
-                         ids=["all", "audio", "text"])
+@pytest.mark.parametrize("params", [{"q": QUERY}, {"q": "a low hum", "kind": "audio"}, {"q": QUERY, "kind": "text"},
+                                    {"q": QUERY, "kind": "image", "rerank": str(PAGE_K)}],
+                         ids=["all", "audio", "text", "reranked"])
 def test_script_renders_the_same_markup_as_the_server(page, params):
     """The hits ``static/app.js`` builds for a file query are the server's markup (same classes, links,
     players, passages): rendered here from the JSON API's answer to the page's own query."""
@@ -415,6 +416,51 @@ def test_script_renders_the_same_markup_as_the_server(page, params):
              return body.hits.map((hit, n) => hitNode(hit, n + 1, params.kind || "all").outerHTML);
            }""", params)
     assert built == served
+
+
+def test_the_rerank_box_applies_where_it_can_and_shows_each_hits_match(page, base_url):
+    """Enabled for a text query with kind image (not all, nor a text's passages); checked, the search's first
+    page is re-ranked and each hit shows its match and cosine."""
+    box = page.locator("input[name=rerank]")
+    page.goto(search_url(q=QUERY))
+    expect(box).to_be_disabled()
+    expect(page.get_by_label(f"Re-rank top {PAGE_K}")).to_be_disabled()  # the label names the box
+    page.select_option("select[name=kind]", "text")
+    expect(box).to_be_disabled()  # a text's passages: not re-ranked
+    page.fill("input[name=q]", "")
+    expect(box).to_be_enabled()  # an image file may still come
+    page.fill("input[name=q]", QUERY)
+    page.select_option("select[name=kind]", "image")
+    expect(box).to_be_enabled()
+    box.check()
+    page.click("#search button[type=submit]")
+    expect(page).to_have_url(re.compile(rf"rerank={PAGE_K}"))
+    expected = api(base_url, q=QUERY, kind="image", k=PAGE_K, rerank=PAGE_K)["hits"]
+    wait_for_ranks(page, 1, PAGE_K)
+    assert ids(page) == [hit["id"] for hit in expected]
+    expect(page.locator("#summary")).to_have_text(f"Results: 1-{PAGE_K}, the first {PAGE_K} re-ranked")
+    matches = page.eval_on_selector_all("#results .match", "spans => spans.map(s => s.textContent)")
+    assert matches == [f"match {hit['match']:.2f} · cos {hit['score']:.2f} sum {hit['rerank_score']:.2f}"
+                       for hit in expected]
+    expect(box).to_be_checked()
+    page.click("#next")
+    wait_for_ranks(page, PAGE_K + 1, 30 - PAGE_K)
+    assert page.locator("#results .match").count() == 0  # the hits after the re-ranked ones
+
+
+def test_an_uploaded_image_reranks_passages(page, library, base_url):
+    photo = library / "photos" / "photo03.png"
+    expected = api_upload(base_url, "image", photo, kind="text", k=PAGE_K, rerank=PAGE_K)
+    page.goto(search_url(kind="text"))
+    page.locator("input[name=rerank]").check()
+    page.set_input_files("#file", photo)
+    expect(page.locator("#summary")).to_contain_text(f"Results for photo03.png: 1-{len(expected['hits'])}, the "
+                                                     f"first {expected['reranked']} re-ranked")
+    assert ids(page) == [hit["id"] for hit in expected["hits"]]
+    built = page.eval_on_selector_all("#results > li.hit", "items => items.map(li => li.querySelector('.match')"
+                                                           " && li.querySelector('.match').title)")
+    assert built == [f"re-ranked: match {hit['match']:.4f} + cosine {hit['score']:.4f} = {hit['rerank_score']:.4f}"
+                     for hit in expected["hits"]]
 
 
 def test_video_hits_play_from_their_moment_in_server_and_script_markup(browser, tmp_path, tiny_clip, tiny_clap):

@@ -19,7 +19,7 @@ HOSTILE = '<img src=x onerror="alert(1)">.png'
 
 
 @pytest.fixture
-def page_client(tmp_path, tiny_clip):
+def page_store(tmp_path, tiny_clip):
     root = tmp_path / "media"
     for i in range(30):
         write_image(root / f"p{i:02d}.png", seed=i)
@@ -30,8 +30,19 @@ def page_client(tmp_path, tiny_clip):
     with Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), create=True,
                      clip=tiny_clip) as engine:
         engine.index([root])
-    engine = Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none"), clip=tiny_clip)
-    yield TestClient(create_app(engine))
+    return store
+
+
+def _client(store, tiny_clip, rerank_model: str = TINY):
+    engine = Engine.open(Settings.resolve(store=store, model=TINY, audio_model="none", rerank_model=rerank_model),
+                         clip=tiny_clip)
+    return engine, TestClient(create_app(engine))
+
+
+@pytest.fixture
+def page_client(page_store, tiny_clip):
+    engine, client = _client(page_store, tiny_clip)
+    yield client
     engine.close()
 
 
@@ -109,3 +120,40 @@ def test_a_video_hit_plays_from_its_moment_and_a_pdf_hit_names_its_page(tmp_path
         assert served.status_code == 206 and served.headers["content-type"] == "video/mp4"
         text = client.get("/", params={"q": "copper kettles on a stove", "kind": "text"}).text
         assert '<span class="window">page 2</span>' in text
+
+
+def test_a_reranked_search_shows_each_hits_match_and_keeps_rerank_in_its_next_page(page_client):
+    response = page_client.get("/", params={"q": "meadow", "kind": "image", "rerank": PAGE_K})
+    assert response.status_code == 200
+    api = page_client.get("/api/search", params={"q": "meadow", "kind": "image", "k": PAGE_K,
+                                                 "rerank": PAGE_K}).json()
+    assert api["reranked"] == PAGE_K and _ids(response.text) == [hit["id"] for hit in api["hits"]]
+    first = api["hits"][0]
+    assert (f'<span class="match" title="re-ranked: match {first["match"]:.4f} + cosine {first["score"]:.4f} = '
+            f'{first["rerank_score"]:.4f}">match {first["match"]:.2f} · cos {first["score"]:.2f} '
+            f'<small>sum {first["rerank_score"]:.2f}</small></span>') in response.text
+    assert response.text.count('<span class="match"') == PAGE_K
+    assert f"Results: 1-{PAGE_K}, the first {PAGE_K} re-ranked" in response.text
+    assert f'name="rerank" value="{PAGE_K}" checked>' in response.text
+    following = re.search(r'<a id="next" href="([^"]+)"', response.text).group(1).replace("&amp;", "&")
+    assert f"rerank={PAGE_K}" in following
+    second = page_client.get(following)
+    api2 = page_client.get("/api/search", params={"q": "meadow", "kind": "image", "k": PAGE_K,
+                                                  "cursor": api["next"]}).json()
+    assert _ids(second.text) == [hit["id"] for hit in api2["hits"]] and '<span class="match"' not in second.text
+    plain = page_client.get("/", params={"q": "meadow", "kind": "image"}).text
+    assert '<span class="match"' not in plain and f'name="rerank" value="{PAGE_K}">' in plain
+    assert "re-ranking model</th><td>test-tiny:random" in plain
+
+
+def test_the_page_reranks_only_where_it_applies_and_notes_a_model_that_cannot_load(page_store, tiny_clip, tmp_path):
+    engine, client = _client(page_store, tiny_clip, rerank_model=str(tmp_path / "nowhere"))
+    try:
+        noted = client.get("/", params={"q": "meadow", "kind": "image", "rerank": PAGE_K})
+        assert noted.status_code == 200 and len(_ids(noted.text)) == PAGE_K
+        assert '<span class="match"' not in noted.text and "(not re-ranked: cannot load model" in noted.text
+        wrong = client.get("/", params={"q": "meadow", "kind": "all", "rerank": PAGE_K})
+        assert wrong.status_code == 422 and "add kind image" in wrong.text
+        assert client.get("/", params={"q": "meadow", "kind": "image", "rerank": "x"}).status_code == 422
+    finally:
+        engine.close()
