@@ -1,5 +1,6 @@
-"""Fitting and loading the store's CLAP <-> CLIP bridge (a linear map learnt through text, after C-MCR):
-the same sentences are embedded by CLAP's and CLIP's text towers and a map is fitted between them."""
+"""Fitting and loading the store's CLAP <-> CLIP bridge (a map learnt through text, after C-MCR): the same
+sentences are embedded by CLAP's and CLIP's text towers and a map is fitted between them, linear or a small
+MLP (``linear.fit_space_map``: ``map`` linear, mlp or auto)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import PathNotFoundError, UsageError
-from .linear import MapFit, SpaceMap, fit_space_map
+from .heldout import CandidateFit, MapFit
+from .linear import SpaceMap, check_map, fit_space_map
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +42,35 @@ def embed_all(encode, sentences: Sequence[str], batch_size: int = 64) -> np.ndar
     return np.vstack(parts)
 
 
-def fit_bridge(clap, clip, sentences: Sequence[str] | None = None, batch_size: int = 64) -> SpaceMap:
-    """CLAP space -> CLIP space (forward) and back (reverse), fitted on ``sentences`` (default: the shipped set)."""
+def fit_bridge(clap, clip, sentences: Sequence[str] | None = None, batch_size: int = 64, *,
+               map: str = "auto") -> SpaceMap:
+    """CLAP space -> CLIP space (forward) and back (reverse), fitted on ``sentences`` (default: the shipped set);
+    ``map``: linear, mlp or auto (the MLP where it retrieves held-out sentences measurably better)."""
+    check_map(map)
     sentences = list(sentences) if sentences is not None else default_sentences()
-    log.info("fitting CLAP<->CLIP bridge on %d sentences", len(sentences))
+    log.info("fitting CLAP<->CLIP bridge (%s) on %d sentences", map, len(sentences))
     source = embed_all(clap.encode_texts, sentences, batch_size)
     target = embed_all(clip.encode_texts, sentences, batch_size)
     return fit_space_map(source, target, source_fingerprint=clap.identity.fingerprint,
-                         target_fingerprint=clip.identity.fingerprint)
+                         target_fingerprint=clip.identity.fingerprint, map=map)
 
 
 def describe_fit(fit: MapFit) -> dict[str, object]:
-    return {"method": fit.method, "ridge_lambda": fit.ridge_lambda, "heldout_r_at_1": round(fit.heldout_r_at_1, 4),
-            "heldout_mean_cosine": round(fit.heldout_mean_cosine, 4), "sentences": fit.n_sentences}
+    """The kept map, what was asked and every candidate's held-out figures (a bridge saved before ``map``
+    existed: its linear map as the only candidate)."""
+    candidates = fit.candidates or (CandidateFit("linear", fit.method, fit.ridge_lambda, fit.heldout_r_at_1,
+                                                 fit.heldout_mean_cosine),)
+    return {"method": fit.method, "requested": fit.requested, "ridge_lambda": fit.ridge_lambda,
+            "epochs": fit.epochs, "heldout_r_at_1": round(fit.heldout_r_at_1, 4),
+            "heldout_mean_cosine": round(fit.heldout_mean_cosine, 4), "sentences": fit.n_sentences,
+            "heldout_sentences": fit.n_heldout,
+            "candidates": {candidate.map: _describe_candidate(candidate) for candidate in candidates}}
+
+
+def _describe_candidate(candidate: CandidateFit) -> dict[str, object]:
+    figures: dict[str, object] = {"method": candidate.method, "ridge_lambda": candidate.ridge_lambda,
+                                  "heldout_r_at_1": round(candidate.heldout_r_at_1, 4),
+                                  "heldout_mean_cosine": round(candidate.heldout_mean_cosine, 4)}
+    if candidate.map == "mlp":
+        figures.update(epochs=candidate.epochs, gained=candidate.gained, lost=candidate.lost)
+    return figures

@@ -182,3 +182,14 @@ def audio_vectors(clap, path: Path) -> np.ndarray:
     if not windows:
         raise QueryError(f"{path}: {{opt:audio}} has no audio frames")
     return clap.encode_audio(windows)
+
+
+def as_query(query: "Query | str | None", image: Path | str | None = None, audio: Path | str | None = None) -> "Query":
+    """``Engine.search``'s query: a ``Query`` as it is, or one made of a text, an image file and an audio file."""
+    if isinstance(query, Query):
+        if image is not None or audio is not None:
+            raise UsageError("give the image and audio files inside the Query, or pass text, image and audio "
+                             "separately, not both")
+        return query
+    return Query(text=query, image=Path(image) if image is not None else None,
+                 audio=Path(audio) if audio is not None else None)
