@@ -105,7 +105,7 @@ class Reranker:
             text = str(part.value)
             if matcher.count_tokens(text) > TEXT_TOKENS:
                 notes.append(f"query text truncated to the re-ranking model's {TEXT_TOKENS} tokens")
-            states, unread = self._image_states([Path(h.path) for h in head], notes)
+            states, unread = self._image_states([Path(h.path) for h in head])
             scored = [h for h in head if h.path not in unread]
             matches = matcher.match([text], _stack([states[h.path] for h in scored])) if scored else []
         else:
@@ -123,7 +123,7 @@ class Reranker:
         return rescored + [h for h in head if h.path in unread] + tail
 
     # -- images -----------------------------------------------------------------------------------------
-    def _image_states(self, paths: list[Path], notes: list[str]) -> tuple[dict[str, object], dict[str, str]]:
+    def _image_states(self, paths: list[Path]) -> tuple[dict[str, object], dict[str, str]]:
         """Each readable path's vision states (path -> tensor), from the cache or decoded now in parallel and
         run through the vision tower in batches; and the unreadable paths with their reasons."""
         matcher = self.matcher
