@@ -15,28 +15,28 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_bridge
-from .bridge.linear import SpaceMap, check_map
-from .config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
-from .encoders.clap_exported import CLAP_TEXT
-from .encoders.exported import CLIP_TEXT, ExportUnusable
-from .encoders.image_exported import CLIP_IMAGE
-from .encoders.precision import describe_image_runtime
-from .encoders.runtime import default_batch_size, default_workers
-from .encoders.specs import fingerprint, parse_spec
-from .errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
-from .media.files import ItemFile, item_file
-from .media.thumbnails import DEFAULT_SIZE, Thumbnails
-from .progress import Progress
-from .records import INDEX_MODALITIES, IndexReport, Modality, SearchResult, StoreStatus
-from .search.filters import Filters
-from .search.fusion import RRF_K, run_query
-from .search.liked import resolve_likes, segment_vectors, stored_vectors
-from .search.queries import NATIVE, Query, as_query, embed_parts
-from .search.rerank import Reranker, check_rerank
-from .search.searcher import Searcher, indexes_holding
-from .search.towers import QueryTowers, describe_export
-from .store.folder import SPACE_OF, Store, within
+from ..bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_bridge
+from ..bridge.linear import SpaceMap, check_map
+from ..config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
+from ..encoders.clap_exported import CLAP_TEXT
+from ..encoders.exported import CLIP_TEXT, ExportUnusable
+from ..encoders.image_exported import CLIP_IMAGE
+from ..encoders.precision import describe_image_runtime
+from ..encoders.runtime import default_batch_size, default_workers
+from ..encoders.specs import fingerprint, parse_spec
+from ..errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
+from ..media.files import ItemFile, item_file
+from ..media.thumbnails import DEFAULT_SIZE, Thumbnails
+from ..progress import Progress
+from ..records import INDEX_MODALITIES, IndexReport, Modality, SearchResult, StoreStatus
+from ..search.filters import Filters
+from ..search.fusion import RRF_K, run_query
+from ..search.liked import resolve_likes, segment_vectors, stored_vectors
+from ..search.queries import NATIVE, Query, as_query, embed_parts
+from ..search.rerank import Reranker, check_rerank
+from ..search.searcher import Searcher, indexes_holding
+from ..search.towers import QueryTowers, describe_export
+from ..store.folder import SPACE_OF, Store, within
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Engine:
     @property
     def clip(self):
         if self._clip is None:
-            from .encoders.clip import load_clip
+            from ..encoders.clip import load_clip
 
             self._clip = load_clip(self.clip_spec(), device=self.settings.device, precision=self.settings.precision)
         return self._clip
@@ -143,7 +143,7 @@ class Engine:
             spec = self.clap_spec()
             if spec is None:
                 raise UsageError("audio is switched off ({opt:audio_model} none)")
-            from .encoders.clap import load_audio_encoder
+            from ..encoders.clap import load_audio_encoder
 
             self._clap = load_audio_encoder(spec, device=self.settings.device)
         return self._clap
@@ -161,9 +161,9 @@ class Engine:
               export: bool = True) -> IndexReport:
         """Index the files at or below ``paths`` (a re-run embeds only what changed); then fit the audio bridge
         and, with ``export``, export the towers that answer queries without torch, where either is missing."""
-        from .ingest.discovery import normalise_root
-        from .ingest.indexer import Indexer
-        from .ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline, VideoPipeline
+        from ..ingest.discovery import normalise_root
+        from ..ingest.indexer import Indexer
+        from ..ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline, VideoPipeline
 
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
@@ -195,7 +195,7 @@ class Engine:
     def _indexing_clip(self, chosen: list[str]):
         """The image model for an index run, its image tower set to run as ``--precision`` says (timed
         once per machine and model for ``auto``); what was chosen is appended to ``chosen``."""
-        from .encoders.precision import prepare_image_runtime
+        from ..encoders.precision import prepare_image_runtime
 
         encoder = self.clip
         chosen.append(prepare_image_runtime(encoder, self.store.path, self.settings.precision,
@@ -204,7 +204,7 @@ class Engine:
 
     def _ensure_export(self) -> str | None:
         """Export the towers that answer this store's queries without torch, where missing (``ensure_exports``)."""
-        from .encoders.exports import ensure_exports
+        from ..encoders.exports import ensure_exports
 
         segments = self.store.catalog.counts()[1]
         return ensure_exports(self.store.path, self._exportable(segments), self._clap_exportable(segments),
@@ -304,7 +304,7 @@ class Engine:
     def reranker(self) -> Reranker:
         """What re-ranks hits (``search.rerank``): the matching model loaded on first use, and its cache."""
         if self._reranker is None:
-            from .encoders.matching import load_matcher
+            from ..encoders.matching import load_matcher
 
             self._reranker = Reranker(lambda: load_matcher(self.settings.rerank_model, device=self.settings.device))
         return self._reranker
@@ -360,34 +360,7 @@ class Engine:
             self.store.release_writer()
 
     def status(self) -> StoreStatus:
-        info = self.store.catalog.info()
-        files, segments = self.store.catalog.counts()
-        index_types = {}
-        for modality in INDEX_MODALITIES:
-            index = self.store.index(modality) if segments.get(modality.value) else None
-            if index is not None:
-                index_types[modality.value] = self.store.describe_index(modality, index)
-        clip = self._exportable(segments)
-        extra: dict[str, object] = {"query_encoder": describe_export(self.store.path, clip, CLIP_TEXT),
-                                    "image_query_encoder": describe_export(self.store.path, clip, CLIP_IMAGE),
-                                    "image_runtime": describe_image_runtime(clip)}
-        if "clap.spec" in info:
-            extra["audio_model"] = info["clap.spec"]
-            extra["audio_query_encoder"] = describe_export(self.store.path, self._clap_exportable(segments), CLAP_TEXT)
-            extra["audio_semantic"] = info.get("clap.semantic") == "1"
-            extra["audio_dim"] = int(info.get("clap.dim", 0))
-            try:
-                bridge = self.bridge()
-            except MMSearchError as exc:
-                extra["bridge"] = f"unusable: {exc}"
-            else:
-                if bridge is not None:
-                    extra["bridge"] = {"audio_to_clip": describe_fit(bridge.forward.fit),
-                                       "clip_to_audio": describe_fit(bridge.reverse.fit)}
-        return StoreStatus(
-            store=str(self.store.path), model=info.get("clip.spec", ""), semantic=info.get("clip.semantic") == "1",
-            dim=int(info.get("clip.dim", 0)), counts={m.value: files.get(m.value, 0) for m in Modality},
-            segments={m.value: segments.get(m.value, 0) for m in INDEX_MODALITIES}, failed=self.store.catalog.failures(),
-            index=index_types, bytes=self.store.disk_bytes(), schema_version=int(info.get("schema_version", 0)),
-            extra=extra)
+        """What the store holds, its models, indexes, query encoders and bridge (``engine.status``)."""
+        from .status import store_status
 
+        return store_status(self)
