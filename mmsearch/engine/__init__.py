@@ -15,27 +15,25 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..bridge.alignment import BRIDGE_NAME, default_sentences, describe_fit, fit_bridge
+from ..bridge.alignment import BRIDGE_NAME, default_sentences, fit_bridge
 from ..bridge.linear import SpaceMap, check_map
 from ..config import DEFAULT_AUDIO_MODEL, DEFAULT_MODEL, Settings
 from ..encoders.clap_exported import CLAP_TEXT
-from ..encoders.exported import CLIP_TEXT, ExportUnusable
-from ..encoders.image_exported import CLIP_IMAGE
-from ..encoders.precision import describe_image_runtime
+from ..encoders.exported import ExportUnusable
 from ..encoders.runtime import default_batch_size, default_workers
 from ..encoders.specs import fingerprint, parse_spec
 from ..errors import MMSearchError, ModelLoadError, ModelMismatchError, UsageError
 from ..media.files import ItemFile, item_file
 from ..media.thumbnails import DEFAULT_SIZE, Thumbnails
 from ..progress import Progress
-from ..records import INDEX_MODALITIES, IndexReport, Modality, SearchResult, StoreStatus
+from ..records import IndexReport, Modality, SearchResult, StoreStatus
 from ..search.filters import Filters
 from ..search.fusion import RRF_K, run_query
 from ..search.liked import resolve_likes, segment_vectors, stored_vectors
 from ..search.queries import NATIVE, Query, as_query, embed_parts
 from ..search.rerank import Reranker, check_rerank
 from ..search.searcher import Searcher, indexes_holding
-from ..search.towers import QueryTowers, describe_export
+from ..search.towers import QueryTowers
 from ..store.folder import SPACE_OF, Store, within
 
 log = logging.getLogger(__name__)
