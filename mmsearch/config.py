@@ -12,6 +12,7 @@ DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused:hub"
 DEFAULT_RERANK_MODEL = "Salesforce/blip-itm-base-coco"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
 QUERY_ENCODERS = ("auto", "onnx", "torch")
+BACKENDS = ("faiss", "milvus")
 
 
 def default_store_dir() -> Path:
@@ -43,6 +44,12 @@ class Settings:
     query_encoder: str = "auto"
     """What embeds text queries: 'onnx' (the store's exported text tower, no torch), 'torch' (the model
     itself), or 'auto' (the export when it is usable, else torch, said once)."""
+    backend: str | None = None
+    """Where an index run puts the vectors: 'faiss' (files in the store) or 'milvus' (a server); None: the
+    store's recorded backend (faiss for a new store). Recorded in the store by the writer that sets it."""
+    milvus_uri: str | None = None
+    """The Milvus server (``http://host:19530`` or ``host:port``) for backend 'milvus'; its token, if any, is
+    read from MMSEARCH_MILVUS_TOKEN and never recorded."""
 
     @classmethod
     def resolve(cls, **given: object) -> "Settings":
@@ -66,6 +73,8 @@ class Settings:
             file_timeout=float(pick("file_timeout", 60.0)),
             query_encoder=str(pick("query_encoder", "auto")),
             rerank_model=str(pick("rerank_model", DEFAULT_RERANK_MODEL)),
+            backend=str(b) if (b := pick("backend")) else None,
+            milvus_uri=str(u) if (u := pick("milvus_uri")) else None,
         )
         settings.check()
         return settings
@@ -79,6 +88,8 @@ class Settings:
             raise UsageError(f"{{opt:file_timeout}} must be a positive number of seconds, not {self.file_timeout}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"{{opt:workers}} must be at least 1, not {self.workers}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise UsageError(f"{{opt:backend}} must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.query_encoder not in QUERY_ENCODERS:
             raise UsageError(f"{{opt:query_encoder}} must be one of {', '.join(QUERY_ENCODERS)}, "
                              f"not {self.query_encoder!r}")

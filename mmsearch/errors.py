@@ -104,3 +104,20 @@ class DimensionMismatchError(MMSearchError):
         self.source, self.found, self.expected = str(source), found, expected
         super().__init__(f"{source}: vectors have {found} dimensions, but this store's {space} vectors have "
                          f"{expected}; import them into another {{opt:store}}")
+
+
+class ClusterError(MMSearchError):
+    """Work that was to run on a Ray cluster (``ray``) cannot: Ray is not installed, the cluster cannot be
+    reached or refuses this process, or its workers cannot load the models."""
+
+    def __init__(self, message: str):
+        super().__init__(message, option="ray")
+
+
+class BackendError(MMSearchError):
+    """A vector backend that cannot serve the store: a Milvus server that cannot be reached or refuses a
+    request, or its client library missing. ``where`` names it (the server's URI, never its token)."""
+
+    def __init__(self, where: str, reason: str):
+        self.where, self.reason = where, reason
+        super().__init__(f"{where}: {reason}")

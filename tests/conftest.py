@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ["serving"]  # the served store and the test server (tests/server)
+pytest_plugins = ["serving", "milvus_server"]  # the served store and the test server (tests/server); Milvus
 
 CORPUS = Path(os.environ.get("MMSEARCH_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 TINY = "test-tiny:random"

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..index.backend import Neighbours
+from ..index.predicate import Predicate
 from ..records import INDEX_MODALITIES, Hit, Modality, SearchResult
 from ..store.folder import SPACE_OF, Store
 from ..store.rows import SegmentRow
@@ -173,19 +174,27 @@ class Searcher:
         score is its best segment's score against any row. The search deepens while too few files come
         back (many segments of the same files)."""
         index = self.store.index(modality)
-        size = len(index) if index is not None else 0
+        if index is None:
+            return []
+        # a server-held index is as big as the catalog says (it is kept in step): no count request per query
+        size = self.store.vector_count(modality) if getattr(index, "remote", False) else len(index)
         if not size:
             return []
-        allowed = self._allowed_ids(modality, filters, size) if filters is not None else None
-        if allowed is not None and not len(allowed):
+        where = self._pushed_down(index, modality, filters) if filters is not None else None
+        allowed = self._allowed_ids(modality, filters, size) if filters is not None and where is None else None
+        if (allowed is not None and not len(allowed)) or where is False:
             return []
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         pool = len(allowed) if allowed is not None else size
         depth = min(pool, k if modality == Modality.IMAGE and len(queries) == 1 else k * 4)
         while True:
-            best = self._best_per_file(index.search(queries, depth, allowed_ids=allowed), k, exclude)
-            if len(best) >= k or depth >= pool:
-                break
+            if where is not None:  # the backend applies the filters itself (Milvus)
+                found = index.search(queries, depth, where=where)
+            else:
+                found = index.search(queries, depth, allowed_ids=allowed)
+            best = self._best_per_file(found, k, exclude)
+            if len(best) >= k or depth >= pool or (where is not None and (found.ids >= 0).sum(axis=1).max() < depth):
+                break  # (pushed down: fewer than asked for came back, so nothing else matches)
             depth = min(pool, depth * 4)
         return self._hits(modality, queries, best)
 
@@ -236,6 +245,19 @@ class Searcher:
             self._counts = (key, self.store.catalog.counts()[0])
         return self._counts[1]
 
+    @staticmethod
+    def _pushed_down(index, modality: Modality, filters: Filters) -> Predicate | bool | None:
+        """The filters as a ``Predicate`` for a backend that applies them itself and can express them exactly
+        (False: nothing can match); None: answer them with the catalog's allowed ids."""
+        pushes_down = getattr(index, "pushes_down", None)
+        if pushes_down is None:
+            return None
+        if filters.has_duration and modality != Modality.AUDIO:
+            return False  # only sounds have a duration
+        args = filters.catalog_args()
+        predicate = Predicate(filters.path_glob, args["modified"], args["duration"], args["file_kind"])
+        return predicate if pushes_down(predicate) else None
+
     def _allowed_ids(self, modality: Modality, filters: Filters, size: int) -> np.ndarray:
         """Segment ids the filters allow, kept for repeated queries until the index changes size."""
         if filters.has_duration and modality != Modality.AUDIO:
@@ -260,7 +282,8 @@ class Searcher:
         """A fixed random sample (seed 0) of the index's vectors. The ids come from the loaded index, which
         holds exactly the catalog's (sorted alike), so no scan of the catalog (0.5 s at 1M segments)."""
         index = self.store.index(modality)
-        ids = index.ids() if index is not None else np.empty(0, np.int64)
+        ids = np.empty(0, np.int64) if index is None else \
+            np.sort(self.store.catalog.segment_ids(modality)) if getattr(index, "remote", False) else index.ids()
         dim = self.store.dim(modality)
         if not len(ids) or dim is None:
             return np.empty((0, 1), np.float32)

@@ -30,6 +30,12 @@ _SEGMENT_ROWS = ('SELECT segments.id, segments.item_id, items.path, segments.mod
                  'segments."end", segments.page, items.modality FROM segments JOIN items ON items.id = segments.item_id '
                  'WHERE segments.id IN ({})')
 _ITEMS = "SELECT id, path, modality, size, mtime_ns, content_hash, state, error FROM items"
+_ATTRIBUTES = ('SELECT segments.id, items.id, items.path, items.mtime_ns, items.modality, (SELECT MAX(a."end") FROM '
+               "segments AS a WHERE a.item_id = items.id AND a.modality = 'audio') FROM segments JOIN items ON items.id "
+               "= segments.item_id WHERE segments.id IN ({})")
+"""Each segment's file: its id, path, modification time, modality and duration (its last audio window's end)."""
+_ITEM_STATES = ("SELECT DISTINCT items.id, items.path, items.mtime_ns, items.modality FROM segments JOIN items ON "
+                "items.id = segments.item_id WHERE segments.modality = ?")
 
 
 def _item(row: tuple) -> ItemRow:
@@ -198,6 +204,16 @@ class Catalog:
         found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
         return found, matrix
+
+    def segment_files(self, ids: Sequence[int]) -> list[tuple]:
+        """(segment id, item id, path, mtime_ns, file modality, duration or None) of each of ``ids`` held, for
+        backends that keep a file's attributes beside its vectors (``store.backends``)."""
+        return self._raw_rows(_ATTRIBUTES, np.asarray(ids, dtype=np.int64).reshape(-1).tolist())
+
+    def file_states(self, modality: Modality) -> list[tuple[int, str, int, str]]:
+        """(item id, path, mtime_ns, file modality) of every file with segments of ``modality``."""
+        with self.snapshot() as read:
+            return read._conn.execute(_ITEM_STATES, (modality.value,)).fetchall()
 
     def segment_ids(self, modality: Modality, path_glob: str | None = None, **filters) -> np.ndarray:
         """``CatalogReader.segment_ids`` in a snapshot of its own."""

@@ -21,6 +21,7 @@ from ..index.builder import build_index
 from ..index.factory import create_index, index_class, open_index
 from ..index.selection import IndexChoice, choice_info, cpu_equivalent, recorded_choice
 from ..records import Modality
+from .backends import is_remote, load_milvus, rebuild_milvus, sync as sync_remote, uses_milvus
 from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,15 @@ class Store:
 
     def close(self) -> None:
         self.release_writer()
+        self.forget_indexes()
         self.catalog.close()
+
+    def forget_indexes(self) -> None:
+        """Drop the loaded indexes (closing any server connection): the next ``index()`` opens them again."""
+        for index in self._indexes.values():
+            if is_remote(index):
+                index.close()
+        self._indexes = {}
 
     def __enter__(self) -> "Store":
         return self
@@ -119,6 +128,9 @@ class Store:
         self.catalog.add_speedups()
         # indexes mapped read-only while this store was a reader are read in again when next asked for
         self._indexes = {m: i for m, i in self._indexes.items() if not i.read_only}
+
+    def holds_writer(self) -> bool:
+        return self._lock is not None
 
     def release_writer(self) -> None:
         if self._lock is not None:
@@ -193,6 +205,9 @@ class Store:
         dim = self.dim(modality)
         if dim is None:
             return None
+        if uses_milvus(self):  # a Milvus collection (store.backends)
+            self._indexes[modality] = load_milvus(self, modality, dim)
+            return self._indexes[modality]
         path = self.index_path(modality)
         index = None
         if path.is_file():
@@ -224,7 +239,8 @@ class Store:
         self._seen_marker = marker
         stale = [m for m, index in self._indexes.items() if not self.in_step(m, index)]
         for modality in stale:
-            del self._indexes[modality]
+            if is_remote(dropped := self._indexes.pop(modality)):
+                dropped.close()
         return True
 
     def in_step(self, modality: Modality, index: VectorBackend) -> bool:
@@ -237,8 +253,10 @@ class Store:
         the catalog can only have lost some of those segments and gained newer ones: with the same newest
         id it gained none (or lost them again), and with the same count it lost none. An id held twice (a
         damaged file) fails the check too."""
-        held = index.ids()
         count, newest = self.catalog.segment_count(modality)
+        if is_remote(index):
+            return index.holds_exactly(count, newest)
+        held = index.ids()
         if len(held) != count:
             return False
         return count == 0 or (int(held[-1]) == newest and bool((held[1:] > held[:-1]).all()))
@@ -310,11 +328,15 @@ class Store:
 
     def save_indexes(self) -> None:
         for modality, index in self._indexes.items():
-            index.save(self.index_path(modality))
+            if is_remote(index):
+                sync_remote(self, modality, index)  # renamed and touched files' attributes, then a flush
+            else:
+                index.save(self.index_path(modality))
 
     def replace_index(self, modality: Modality, index: VectorBackend) -> None:
         """Swap in a newly built index: its file replaces the old one atomically."""
-        index.save(self.index_path(modality))
+        if not is_remote(index):
+            index.save(self.index_path(modality))
         self._indexes[modality] = index
 
     def rebuild_index(self, modality: Modality) -> VectorBackend | None:
@@ -322,6 +344,13 @@ class Store:
         dim = self.dim(modality)
         if dim is None:
             return None
+        if uses_milvus(self):  # the collection is dropped and uploaded again
+            if is_remote(self._indexes.get(modality)):
+                self._indexes.pop(modality).close()
+            index = rebuild_milvus(self, modality, dim)
+            if index is not None:
+                self._indexes[modality] = index
+            return index
         choice = self.index_choice(modality)
         if choice is None or not self.vector_count(modality):
             index = self.new_index(modality, dim)

@@ -19,6 +19,7 @@ from ..index.selection import (GROWTH, IndexChoice, choose_index, default_memory
                                needs_reselect, parse_memory_size)
 from ..progress import Progress
 from ..records import Modality
+from .backends import install_milvus, uses_milvus
 from .folder import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def _budget(store: Store, budget: int | str | None) -> int:
 
 
 def _install(store: Store, modality: Modality, choice: IndexChoice, progress: Progress | None) -> IndexChoice:
+    if uses_milvus(store):  # the server re-creates its index over the vectors it holds
+        return install_milvus(store, modality, choice)
     index, final = build_index(store.stored_vectors(modality), choice, progress=progress, label=modality.value)
     store.replace_index(modality, index)
     store.record_choice(modality, final)
@@ -65,7 +68,7 @@ def _reselection(store: Store, modality: Modality, n: int, recorded: IndexChoice
     if recorded is not None and recorded.mode == "manual":
         choice = manual_choice(recorded.kind, n, dim, limit)
     else:
-        choice = choose_index(n, dim, limit, **_machine())
+        choice = choose_index(n, dim, limit, **({} if uses_milvus(store) else _machine()))  # Milvus: CPU types
     current = recorded.kind if recorded is not None else "flat"
     rebuild = not (choice.kind == current and not index_class(choice.kind).trainable and choice.kind != "hnsw")
     return choice, rebuild
@@ -114,8 +117,8 @@ class BackgroundReselect:
     def check(self, modality: Modality, n: int) -> None:
         """Swap in finished builds; start one for ``modality`` if it holds ``n`` vectors and is due."""
         self._swap_finished()
-        if modality in self._running or modality in self._failed:
-            return
+        if modality in self._running or modality in self._failed or uses_milvus(self.store):
+            return  # Milvus: re-chosen at the end of the run (the server rebuilds its index in place)
         if modality not in self._recorded:
             self._recorded[modality] = self.store.index_choice(modality)
         recorded = self._recorded[modality]
@@ -180,8 +183,9 @@ def reindex(store: Store, modality: Modality | str, kind: str = "auto", *,
         return None
     limit = _budget(store, budget)
     if kind == "auto":
-        choice = choose_index(n, dim, limit, **_machine())
+        choice = choose_index(n, dim, limit, **({} if uses_milvus(store) else _machine()))
     else:
-        index_class(kind).check_available()
+        if not uses_milvus(store):
+            index_class(kind).check_available()
         choice = manual_choice(kind, n, dim, limit)
     return _install(store, modality, choice, progress)

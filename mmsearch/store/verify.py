@@ -20,9 +20,11 @@ from ..atomic import leftover_temp_files
 from ..encoders.clap_exported import CLAP_TEXT, ExportedClapTextEncoder
 from ..encoders.exported import CLIP_TEXT, EXPORTS, ExportedTextEncoder, ExportUnusable
 from ..encoders.image_exported import CLIP_IMAGE, ExportedImageEncoder
+from ..errors import MMSearchError
 from ..index.factory import open_index
 from ..index.faiss_base import sidecar_path
 from ..records import INDEX_MODALITIES, Modality
+from .backends import open_milvus, uses_milvus
 from .folder import LOCK_NAME, Store, previous_path, shadow_path
 from .reads import CatalogReader
 
@@ -32,7 +34,8 @@ ERROR = "error"
 WARNING = "warning"
 SAMPLE_CHECK = 64
 """Index vectors compared with the stored ones, per modality (catches an index that holds other vectors)."""
-_UNREPAIRABLE = frozenset({"reembed-leftover", "no-model-recorded", "catalog-integrity", "export-unusable"})
+_UNREPAIRABLE = frozenset({"reembed-leftover", "no-model-recorded", "catalog-integrity", "export-unusable",
+                           "backend-unreachable"})
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ def _counts(read: CatalogReader) -> dict[str, dict[str, int]]:
 # -- index files -----------------------------------------------------------------------------------------
 def _check_index_file(store: Store, modality: Modality, counts: dict[str, int]) -> tuple[list[Finding], str | None]:
     """Findings for one modality's index file and what a repair should do: 'rebuild', 'resave' or None."""
+    if uses_milvus(store):
+        return _check_collection(store, modality, counts)
     name = modality.value
     path = store.index_path(modality)
     dim = store.dim(modality)
@@ -202,12 +207,60 @@ def _check_index_file(store: Store, modality: Modality, counts: dict[str, int]) 
     if index.dim != dim:
         return [Finding("index-dim-mismatch", ERROR, f"{path.name} holds {index.dim}-dimensional vectors, the store's "
                         f"model makes {dim}", modality=name)], "rebuild"
+    return _check_held(store, modality, index, counts, path.name,
+                       "done in memory whenever the store is opened; a repair saves it")
+
+
+def _check_collection(store: Store, modality: Modality, counts: dict[str, int]) -> tuple[list[Finding], str | None]:
+    """``_check_index_file`` for a store whose vectors are in Milvus: the collection against the catalog,
+    and a sample of the files' attributes it holds (what filters run on inside Milvus)."""
+    dim = store.dim(modality)
+    counts["index"] = 0
+    if dim is None:
+        return [], None
+    try:
+        index = open_milvus(store, modality, dim, create=False)
+    except MMSearchError as exc:
+        return [Finding("backend-unreachable", ERROR, str(exc), modality=modality.value)], None
+    if index is None:
+        if not counts.get("segments"):
+            return [], None
+        return [Finding("index-missing", WARNING, f"no Milvus collection for the {counts['segments']} stored "
+                        f"{modality.value} vectors; uploaded when a writer opens the store", counts["segments"],
+                        modality.value)], "rebuild"
+    try:
+        label = f"Milvus collection {index.name}"
+        found, action = _check_held(store, modality, index, counts, label,
+                                    "caught up whenever a writer opens the store; a repair does it now")
+        if action == "rebuild":
+            return found, action
+        common = np.intersect1d(index.ids(), store.catalog.segment_ids(modality))
+        sample = common if len(common) <= SAMPLE_CHECK else \
+            np.sort(np.random.default_rng(1).choice(common, SAMPLE_CHECK, replace=False))
+        held = index.attributes_of(sample)
+        wanted = {row[0]: (row[2], int(row[3]), row[4]) for row in store.catalog.segment_files(sample)}
+        stale = sum(1 for seg_id, (path, mtime, _, kind) in held.items() if wanted.get(seg_id, (path, mtime, kind))
+                    != (path, mtime, kind))
+        if stale:
+            found.append(Finding("index-attributes-stale", ERROR, f"{label}: {stale} of {len(held)} sampled vectors "
+                                 "carry another path or modification time than their file's (filters go wrong)",
+                                 stale, modality.value))
+            return found, "rebuild"
+        return found, action
+    finally:
+        index.close()
+
+
+def _check_held(store: Store, modality: Modality, index, counts: dict[str, int], label: str,
+                catching_up: str) -> tuple[list[Finding], str | None]:
+    """The ids and a sample of the vectors an index holds, against the catalog's."""
+    name, dim = modality.value, store.dim(modality)
     held_all = np.asarray(index.ids(), dtype=np.int64)
     held, times = np.unique(held_all, return_counts=True)
     counts["index"] = int(len(held))
     if (times > 1).any():
         doubled = int((times > 1).sum())
-        return [Finding("index-duplicate-ids", ERROR, f"{path.name} holds {doubled} ids more than once",
+        return [Finding("index-duplicate-ids", ERROR, f"{label} holds {doubled} ids more than once",
                         doubled, name)], "rebuild"
     with store.catalog.snapshot() as read:
         wanted = read.segment_ids(modality)
@@ -219,11 +272,11 @@ def _check_index_file(store: Store, modality: Modality, counts: dict[str, int]) 
         stored = read.vectors_for(sample.tolist(), dim) if len(sample) else {}
     differ = _differing(index, stored)
     if differ:
-        return [Finding("index-vectors-differ", ERROR, f"{path.name}: {differ} of {len(stored)} sampled vectors differ "
+        return [Finding("index-vectors-differ", ERROR, f"{label}: {differ} of {len(stored)} sampled vectors differ "
                         "from the stored ones", differ, name)], "rebuild"
     if len(stale) or len(missing):
-        return [Finding("index-behind", WARNING, f"{path.name} lags the catalog: {len(missing)} vectors to add, "
-                        f"{len(stale)} to remove (done in memory whenever the store is opened; a repair saves it)",
+        return [Finding("index-behind", WARNING, f"{label} lags the catalog: {len(missing)} vectors to add, "
+                        f"{len(stale)} to remove ({catching_up})",
                         int(len(missing) + len(stale)), name)], "resave"
     return [], None
 
@@ -325,7 +378,10 @@ def _repair(store: Store, findings: list[Finding], doomed: _Doomed, rebuild: set
                 store.rebuild_index(modality)
         elif modality in resave:
             index = store.index(modality)
-            if index is not None:
+            if index is not None and uses_milvus(store):
+                store.reconcile(modality, index)  # the server's collection drifts while loaded; a file does not
+                store.save_indexes()
+            elif index is not None:
                 index.save(store.index_path(modality))
     for temp in _temp_files(store):
         temp.unlink(missing_ok=True)

@@ -4,7 +4,8 @@ standing in for the device. Exact types must return exactly what exact search re
 are held to their recall against it, on clustered data (never uniform noise)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +45,8 @@ class Implementation:
     exact: bool
     make: Callable[..., VectorBackend] | None = None
     """How to create one (default: ``create_index(kind, ...)``)."""
+    milvus: bool = False
+    """Served by the session's Milvus server (``make`` is bound to it by the ``implementation`` fixture)."""
 
     def create(self, source) -> VectorBackend:
         if self.make is not None:
@@ -61,21 +64,52 @@ IMPLEMENTATIONS = [
     Implementation("gpu-ivf", "gpu-ivf", {"nlist": 32, "nprobe": 8}, exact=False),
     Implementation("cagra", "cagra", {"graph_degree": 32, "intermediate_graph_degree": 64}, exact=False),
     Implementation("replica-on-cpu", "gpu-flat", {}, exact=True, make=ReplicaOnCpu),
+    Implementation("milvus-flat", "flat", {}, exact=True, milvus=True),
+    Implementation("milvus-ivf-flat", "ivf-flat", {"nlist": 32, "nprobe": 8}, exact=False, milvus=True),
+    Implementation("milvus-hnsw", "hnsw", {"M": 16, "efConstruction": 40, "efSearch": 64}, exact=False, milvus=True),
 ]
 
 
 def _param(implementation: Implementation):
     marks = []
-    if implementation.make is None and not index_class(implementation.kind).available():
+    if not implementation.milvus and implementation.make is None and not index_class(implementation.kind).available():
         marks.append(pytest.mark.skip(reason=f"{implementation.kind} needs {index_class(implementation.kind).needs}"))
     return pytest.param(implementation, id=implementation.name, marks=marks)
 
 
 EVERY = [_param(implementation) for implementation in IMPLEMENTATIONS]
+FILE_BACKED = [_param(implementation) for implementation in IMPLEMENTATIONS if not implementation.milvus]
+"""What ``save`` writes to a file that ``open_index`` reads back (a Milvus collection is its own storage)."""
+
+
+def milvus_backend(uri: str, made: list, name: str, kind: str, dim: int, params: dict, *, source=None) -> VectorBackend:
+    """A Milvus collection emptied for the test: the same few are reused across tests (a new one takes
+    seconds to load)."""
+    from mmsearch.index.milvus import open_collection
+
+    backend = open_collection(uri, f"contract_{name.replace('-', '_')}_{len(made)}", kind, dim, params, source=source)
+    backend.remove(backend.ids())
+    made.append(backend)
+    return backend
+
+
+@pytest.fixture
+def implementation(request):
+    """The parametrised implementation; a Milvus one is bound to the session's server."""
+    chosen = request.param
+    if not chosen.milvus:
+        yield chosen
+        return
+    made: list = []
+    yield replace(chosen, make=partial(milvus_backend, request.getfixturevalue("milvus_uri"), made, chosen.name,
+                                       chosen.kind))
+    for backend in made:
+        backend.close()
 
 
 def test_every_index_type_is_covered():
     assert {implementation.kind for implementation in IMPLEMENTATIONS} == set(KINDS)
+    assert {i.kind for i in IMPLEMENTATIONS if i.milvus} >= {"flat", "ivf-flat", "hnsw"}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +147,7 @@ def agrees_with_exact(implementation, found: Neighbours, truth: Neighbours, floo
         assert recall_at_k(found.ids, truth.ids, K) >= floor
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", EVERY, indirect=True)
 def test_an_empty_backend_answers_with_padding(implementation, data):
     base, ids, queries = data
     backend = implementation.create(source_for(base, ids))
@@ -124,7 +158,7 @@ def test_an_empty_backend_answers_with_padding(implementation, data):
     assert backend.remove(ids[:5]) == 0
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", EVERY, indirect=True)
 def test_it_finds_what_exact_search_finds(implementation, data):
     base, ids, queries = data
     backend = build(implementation, base, ids)
@@ -138,7 +172,7 @@ def test_it_finds_what_exact_search_finds(implementation, data):
     assert ("exact" if implementation.exact else "approximate") in backend.describe()
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", EVERY, indirect=True)
 def test_asking_for_more_than_it_holds_gives_everything_then_padding(implementation, data):
     base, ids, queries = data
     backend = build(implementation, base[:20], ids[:20])
@@ -150,7 +184,7 @@ def test_asking_for_more_than_it_holds_gives_everything_then_padding(implementat
         assert [set(row[row >= 0].tolist()) for row in found.ids] == [set(ids[:20].tolist())] * 2
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", EVERY, indirect=True)
 def test_removed_ids_never_come_back(implementation, data):
     base, ids, queries = data
     backend = build(implementation, base, ids)
@@ -170,7 +204,7 @@ def test_removed_ids_never_come_back(implementation, data):
     agrees_with_exact(implementation, backend.search(queries, K), exact_top_k(queries, every, every_ids, K))
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", EVERY, indirect=True)
 @pytest.mark.parametrize("share", [0.02, 0.5])
 def test_an_id_filter_lets_only_those_ids_through(implementation, share, data):
     """A small filter is answered exactly from stored vectors; a large one inside the backend."""
@@ -188,7 +222,7 @@ def test_an_id_filter_lets_only_those_ids_through(implementation, share, data):
     assert small.ids.shape == (2, 3) and set(small.ids[0]) == set(few)
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", FILE_BACKED, indirect=True)
 def test_saved_and_opened_it_is_the_same_backend(implementation, data, tmp_path):
     base, ids, queries = data
     backend = build(implementation, base, ids)
@@ -211,7 +245,7 @@ def test_saved_and_opened_it_is_the_same_backend(implementation, data, tmp_path)
     assert np.array_equal(opened.search(queries, K).ids, backend.search(queries, K).ids)
 
 
-@pytest.mark.parametrize("implementation", EVERY)
+@pytest.mark.parametrize("implementation", FILE_BACKED, indirect=True)
 def test_opened_read_only_it_answers_the_same_and_refuses_changes(implementation, data, tmp_path):
     """A searching process maps the index file instead of reading it in (where the type allows)."""
     base, ids, queries = data
