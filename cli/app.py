@@ -56,18 +56,39 @@ def index(
                                                  "and its decoding process stopped (default 60)."),
     reembed: bool = typer.Option(False, "--reembed", help="Re-embed the whole store with --model/--audio-model beside "
                                  "the old vectors, switching over only when complete (searchable meanwhile)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Where the vectors are searched: faiss (index files "
+                                          "in the store, the default) or milvus (a Milvus server, --milvus-uri). "
+                                          "Recorded in the store: later commands use it; switching uploads the "
+                                          "stored vectors, nothing is re-embedded."),
+    milvus_uri: Optional[str] = typer.Option(None, "--milvus-uri", help="The Milvus server for --backend milvus, "
+                                             "e.g. http://localhost:19530 (token: $MMSEARCH_MILVUS_TOKEN)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Decode and embed on a Ray cluster, "
+                                      "this process still the only writer: 'auto' starts a local one on 127.0.0.1 "
+                                      "for this run; else a cluster address (host:6379, ray://host:10001) whose "
+                                      "nodes have mmsearch and the models and see the files at the same paths."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Ray workers, each holding the models "
+                                              "(default: one per GPU of the cluster, else one per two CPUs)."),
     json: bool = JsonOption,
 ) -> None:
     """Embed every image, text, document, audio and video file under PATHS; a re-run embeds only what changed."""
     from mmsearch.engine import Engine
 
     settings = Settings.resolve(store=store, model=model, audio_model=audio_model, batch_size=batch_size,
-                                workers=workers, precision=precision, device=device, file_timeout=file_timeout)
+                                workers=workers, precision=precision, device=device, file_timeout=file_timeout,
+                                backend=backend, milvus_uri=milvus_uri)
+    if reembed and ray:
+        fail("--ray does not apply to --reembed")
+    if ray:
+        from mmsearch.ingest.ray_embed import RayOptions
+
+        ray = RayOptions(ray, workers=ray_workers)
+    elif ray_workers is not None:
+        fail("--ray-workers needs --ray")
     if reembed:
         report = index_reembed(settings, paths)
     else:
         with Engine.open(settings, create=True) as engine:
-            report = engine.index(paths, progress=BarProgress(enabled=True))
+            report = engine.index(paths, progress=BarProgress(enabled=True), ray=ray)
     print_notes(report.notes)
     if json:
         emit_json(report_json(report))

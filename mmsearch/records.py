@@ -70,6 +70,9 @@ class IndexReport:
     image_runtime: str | None = None
     """What ran the image tower (``--precision``: torch fp32/bf16, onnx or int8, and for auto the timings
     that chose it); None when the image model was not loaded."""
+    ray_workers: int | None = None
+    """Ray workers (actors, each with its own models) that embedded the run's files on a Ray cluster (``ray``);
+    None when they were embedded in this process, 0 when Ray was asked for but there was nothing to embed."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ..search.queries import NATIVE, Query, as_query, embed_parts
 from ..search.rerank import Reranker, check_rerank
 from ..search.searcher import Searcher, indexes_holding
 from ..search.towers import QueryTowers
+from ..store.backends import apply_backend
 from ..store.folder import SPACE_OF, Store, within
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def open_store(path: Path | str | None = None, *, create: bool = False, model: s
                audio_model: str | None = None, device: str | None = None, precision: str | None = None,
                batch_size: int | None = None, workers: int | None = None,
                file_timeout: float | None = None, query_encoder: str | None = None,
-               rerank_model: str | None = None) -> "Engine":
+               rerank_model: str | None = None, backend: str | None = None,
+               milvus_uri: str | None = None) -> "Engine":
     """Open the store at ``path`` (default: ``$MMSEARCH_STORE``, else the default store folder) and return
     its ``Engine``. ``create``: make the store when there is none yet (else ``StoreNotFoundError``).
 
@@ -60,10 +62,12 @@ def open_store(path: Path | str | None = None, *, create: bool = False, model: s
     text queries (auto: the store's exported text tower when usable, else torch). Each setting not given
     is read from its ``MMSEARCH_*`` environment variable (``MMSEARCH_MODEL``...) before falling back to
     its default. ``rerank_model``: what re-ranks a ``search(..., rerank=N)`` (``encoders.matching``; default
-    Salesforce/blip-itm-base-coco). Use the engine as a context manager, or call ``close()``."""
+    Salesforce/blip-itm-base-coco). ``backend`` (faiss, or milvus at ``milvus_uri``) is recorded in the store
+    by an opening with ``create`` (``store.backends``). Use the engine as a context manager, or call ``close()``."""
     settings = Settings.resolve(store=path, model=model, audio_model=audio_model, device=device,
                                 precision=precision, batch_size=batch_size, workers=workers, file_timeout=file_timeout,
-                                query_encoder=query_encoder, rerank_model=rerank_model)
+                                query_encoder=query_encoder, rerank_model=rerank_model, backend=backend,
+                                milvus_uri=milvus_uri)
     return Engine.open(settings, create=create)
 
 
@@ -95,7 +99,11 @@ class Engine:
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, clip=None, clap=None) -> "Engine":
-        return cls(settings, Store.open(settings.store, create=create), clip=clip, clap=clap)
+        """``create``: a writer's opening, which also records ``settings.backend`` / ``milvus_uri`` in the store."""
+        store = Store.open(settings.store, create=create)
+        if create:
+            apply_backend(store, settings.backend, settings.milvus_uri)
+        return cls(settings, store, clip=clip, clap=clap)
 
     def close(self) -> None:
         self.store.close()
@@ -156,15 +164,22 @@ class Engine:
 
     # -- jobs ------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[Path | str], *, progress: Progress | None = None,
-              export: bool = True) -> IndexReport:
+              export: bool = True, ray=None) -> IndexReport:
         """Index the files at or below ``paths`` (a re-run embeds only what changed); then fit the audio bridge
-        and, with ``export``, export the towers that answer queries without torch, where either is missing."""
+        and, with ``export``, export the towers that answer queries without torch, where either is missing.
+        ``ray``: decode and embed on a Ray cluster (``auto``: a local one for this run; an address; or an
+        ``ingest.ray_embed.RayOptions``), this process still the only writer (``ingest.ray_embed``)."""
         from ..ingest.discovery import normalise_root
         from ..ingest.indexer import Indexer
         from ..ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline, VideoPipeline
 
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
+        embedder = None
+        if ray:  # Ray missing, or an address nobody answers at, fails here: before any model is loaded
+            from ..ingest.ray_embed import RayEmbedder
+
+            embedder = RayEmbedder.for_settings(ray, self.settings, self.store.path)
         self.clip_spec()
         image_runtime: list[str] = []
         clip = LazyEncoder(lambda: self._indexing_clip(image_runtime))
@@ -181,13 +196,16 @@ class Engine:
                           batch_size=self.settings.batch_size or default_batch_size(self.settings.device),
                           workers=self.settings.workers or default_workers(self.settings.device),
                           progress=progress, file_timeout=self.settings.file_timeout,
-                          optional=optional)
+                          optional=optional, embedder=embedder)
         try:
             report = replace(indexer.run(paths), image_runtime=image_runtime[0] if image_runtime else None)
+            report = embedder.reported(report) if embedder is not None else report
             self._ensure_bridge()
             note = self._ensure_export() if export else None
             return replace(report, notes=report.notes + (note,)) if note else report
         finally:
+            if embedder is not None:
+                embedder.close()
             self.store.release_writer()
 
     def _indexing_clip(self, chosen: list[str]):

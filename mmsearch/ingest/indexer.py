@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -41,14 +41,25 @@ log = logging.getLogger(__name__)
 SAVE_EVERY_SECONDS = 120.0
 
 
+class Embedder(Protocol):
+    """Embeds a run's files somewhere else than this process (``ray_embed.RayEmbedder``: on a Ray cluster);
+    the indexer still commits every result itself."""
+
+    def embed(self, work: Sequence[FileWork],
+              pipelines: Mapping[Modality, Pipeline]) -> Iterator[tuple[FileWork, DecodeError | None]]:
+        """Each file of ``work`` once, in any order: its segments and vectors filled in, or why it failed."""
+
+
 class Indexer:
     def __init__(self, store: Store, pipelines: Sequence[Pipeline], *, batch_size: int = 32,
                  workers: int | None = None, progress: Progress | None = None,
                  file_timeout: float | None = DEFAULT_FILE_TIMEOUT, optional: Sequence[Modality] = (),
-                 decode_memory: int | None = DEFAULT_MEMORY):
+                 decode_memory: int | None = DEFAULT_MEMORY, embedder: Embedder | None = None):
         """``file_timeout``: seconds one file may spend being hashed, or decoding without producing anything
-        (None: no limit); ``decode_memory``: bytes of data each decoding process may hold (None: no limit)."""
+        (None: no limit); ``decode_memory``: bytes of data each decoding process may hold (None: no limit);
+        ``embedder``: where files are decoded and embedded (None: decoding processes here, models here)."""
         self.store = store
+        self.embedder = embedder
         self.file_timeout = file_timeout
         self.decode_memory = decode_memory
         self.pipelines = {p.modality: p for p in pipelines}
@@ -205,6 +216,8 @@ class Indexer:
         segments = 0
         if not work:
             return 0, failed, unreadable
+        if self.embedder is not None:
+            return self._embed_elsewhere(work)
         self.progress.start(len(work), "embedding", "file")
         try:
             with DecodeWorkers(min(self.workers, len(work)), limit=self.file_timeout, memory=self.decode_memory) as pool:
@@ -226,6 +239,31 @@ class Indexer:
             for batch in batches.values():
                 batch.encode_pending()
                 segments += self._commit(batch.take_complete())
+        finally:
+            self.progress.finish()
+        return segments, failed, unreadable
+
+    def _embed_elsewhere(self, work: list[FileWork]) -> tuple[int, list[FailedFile], set[str]]:
+        """``_embed`` through ``embedder``: its results committed here as they come, in batches."""
+        failed: list[FailedFile] = []
+        unreadable: set[str] = set()
+        done: list[FileWork] = []
+        segments = pending = 0
+        self.progress.start(len(work), "embedding", "file")
+        try:
+            for item, error in self.embedder.embed(work, self.pipelines):
+                if error is not None:
+                    failed.append(FailedFile(str(item.media.path), error.reason))
+                    if isinstance(error, Unreadable):
+                        unreadable.add(str(item.media.path))
+                else:
+                    done.append(item)
+                    pending += len(item.segments)
+                self.progress.advance()
+                if pending >= self.batch_size:
+                    segments += self._commit(done)
+                    done, pending = [], 0
+            segments += self._commit(done)
         finally:
             self.progress.finish()
         return segments, failed, unreadable
