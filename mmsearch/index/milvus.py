@@ -217,7 +217,10 @@ class MilvusIndex:
     # -- searching -------------------------------------------------------------------------------------------
     def pushes_down(self, predicate: Predicate) -> bool:
         """Whether ``search(..., where=predicate)`` applies it exactly (else give ``allowed_ids``)."""
-        return expression(predicate) is not None
+        return self._expression(predicate) is not None
+
+    def _expression(self, predicate: Predicate) -> str | None:
+        return expression(predicate, literal_underscore=self.connection.like_takes_underscore_literally())
 
     def search(self, queries, k: int, allowed_ids: np.ndarray | None = None,
                where: Predicate | None = None) -> Neighbours:
@@ -227,7 +230,7 @@ class MilvusIndex:
         k = max(1, int(k))
         filters = []
         if where is not None:
-            clause = expression(where)
+            clause = self._expression(where)
             if clause is None:
                 raise ValueError("this predicate cannot be pushed down to Milvus (check pushes_down first)")
             if clause:

@@ -90,6 +90,18 @@ class Connection:
                 raise
             raise BackendError(self.where, f"{what} failed ({_reason(exc)})") from None
 
+    def like_takes_underscore_literally(self) -> bool:
+        """Whether the server's ``like`` reads ``_`` as itself: Milvus 2.3 (checked on 2.3.5); later versions
+        made it a one-character wildcard. Asked once per connection; unknown: no."""
+        if not hasattr(self, "_literal_underscore"):
+            try:
+                version = str(pymilvus().utility.get_server_version(using=self.alias))
+            except Exception as exc:
+                log.debug("%s: server version unknown (%s)", self.where, exc)
+                version = ""
+            self._literal_underscore = version.lstrip("v").startswith("2.3.")
+        return self._literal_underscore
+
     def close(self) -> None:
         try:
             pymilvus().connections.disconnect(self.alias)
@@ -142,8 +154,10 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def glob_expression(glob: str) -> str | None:
-    """A path glob as a Milvus 2.3 expression, or None when Milvus cannot express it exactly."""
+def glob_expression(glob: str, *, literal_underscore: bool = True) -> str | None:
+    """A path glob as a Milvus 2.3 expression, or None when Milvus cannot express it exactly.
+    ``literal_underscore``: the server's ``like`` takes ``_`` literally (Milvus 2.3, checked); newer servers
+    read it as any one character, so a prefix holding one is left to the catalog there."""
     cut = min([at for at in (glob.find(ch) for ch in "*?[") if at >= 0], default=len(glob))
     literal, rest = glob[:cut], glob[cut:]
     if not literal or "]" in literal:
@@ -152,14 +166,16 @@ def glob_expression(glob: str) -> str | None:
         return f"path == {_quoted(literal)}"
     if rest != "*" or any(ch in literal for ch in '%\\"'):  # no escape for % (or quotes) inside like
         return None
+    if "_" in literal and not literal_underscore:
+        return None
     return f"path like {_quoted(literal + '%')}"
 
 
-def expression(predicate: Predicate) -> str | None:
+def expression(predicate: Predicate, *, literal_underscore: bool = True) -> str | None:
     """The predicate as one Milvus boolean expression ("" for none), or None when it cannot be pushed down."""
     clauses = []
     if predicate.path_glob is not None:
-        clause = glob_expression(predicate.path_glob)
+        clause = glob_expression(predicate.path_glob, literal_underscore=literal_underscore)
         if clause is None:
             return None
         clauses.append(clause)

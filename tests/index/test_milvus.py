@@ -106,6 +106,8 @@ def test_each_index_type_is_built_on_the_server_and_recalls(milvus_uri, data, ki
 
 def test_filters_become_milvus_expressions():
     assert glob_expression("/photos/2021/*") == 'path like "/photos/2021/%"'
+    assert glob_expression("/my_photos/*") == 'path like "/my_photos/%"'  # Milvus 2.3: `_` is literal in like
+    assert glob_expression("/my_photos/*", literal_underscore=False) is None  # later servers: a wildcard
     assert glob_expression("/photos/a.jpg") == 'path == "/photos/a.jpg"'
     assert glob_expression('/odd "name"/x') == 'path == "/odd \\"name\\"/x"'
     for inexpressible in ("*/a.jpg", "/photos/*.jpg", "/photos/?.jpg", "/photos/[ab]*", "/100%/*"):
