@@ -21,6 +21,8 @@ class Modality(str, enum.Enum):
 
 INDEX_MODALITIES = (Modality.IMAGE, Modality.TEXT, Modality.AUDIO)
 """The modalities with a vector index (a segment's modality is always one of these)."""
+SPACE_OF = {Modality.IMAGE: "clip", Modality.TEXT: "clip", Modality.AUDIO: "clap"}
+"""Which model space each index's vectors live in (the model role: 'clip' or 'clap')."""
 
 
 @dataclass(frozen=True)

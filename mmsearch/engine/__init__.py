@@ -171,7 +171,7 @@ class Engine:
         ``ingest.ray_embed.RayOptions``), this process still the only writer (``ingest.ray_embed``)."""
         from ..ingest.discovery import normalise_root
         from ..ingest.indexer import Indexer
-        from ..ingest.pipelines import AudioPipeline, ImagePipeline, TextPipeline, VideoPipeline
+        from ..ingest.pipelines import index_pipelines
 
         for path in paths:
             normalise_root(path)  # missing paths are refused before any model is loaded
@@ -183,16 +183,11 @@ class Engine:
         self.clip_spec()
         image_runtime: list[str] = []
         clip = LazyEncoder(lambda: self._indexing_clip(image_runtime))
-        images = ImagePipeline(clip)
-        pipelines: list = [images, TextPipeline(clip)]
-        optional, sound = [], None
-        if self.clap_spec() is not None:
-            sound = AudioPipeline(LazyEncoder(lambda: self.clap))
-            pipelines.append(sound)
-            if self.settings.audio_model is None and self.store.model_for("clap") is None:
-                optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
-        pipelines.append(VideoPipeline(images, sound))
-        indexer = Indexer(self.store, pipelines,
+        clap = LazyEncoder(lambda: self.clap) if self.clap_spec() is not None else None
+        optional = []
+        if clap is not None and self.settings.audio_model is None and self.store.model_for("clap") is None:
+            optional.append(Modality.AUDIO)  # the default audio model: skip audio if it cannot be had
+        indexer = Indexer(self.store, index_pipelines(clip, clap),
                           batch_size=self.settings.batch_size or default_batch_size(self.settings.device),
                           workers=self.settings.workers or default_workers(self.settings.device),
                           progress=progress, file_timeout=self.settings.file_timeout,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -124,3 +124,23 @@ def unchanged_since_found(media: MediaFile) -> None:
         raise Unreadable(media.path, f"cannot stat file ({exc.strerror or exc})") from None
     if (info.st_size, info.st_mtime_ns) != (media.size, media.mtime_ns):
         raise Unreadable(media.path, "file changed while being indexed (it is tried again on the next run)")
+
+
+def decode_into(batches: Mapping[Modality, Batch], pipelines: Mapping[Modality, Pipeline], pool,
+                work: Sequence[FileWork]) -> Iterator[tuple[FileWork, DecodeError | None]]:
+    """Decode ``work`` in ``pool`` (a ``workers.DecodeWorkers``) and queue each file's model inputs in its
+    modality's batch (whose model runs whenever it fills); yields each file, in order, once all its parts
+    are queued, with the ``DecodeError`` that took it out again, if one did. What an index run does in one
+    process (``Indexer``) and on each Ray worker (``ray_embed_worker``)."""
+    decoders = {m: pipelines[m].decoder() for m in {w.media.modality for w in work}}
+    jobs = [(decoders[w.media.modality], w.media.path) for w in work]
+    for item, parts in zip(work, pool.decoded(jobs)):
+        pipeline = pipelines[item.media.modality]
+        try:
+            batches[item.media.modality].add(
+                item, ((segment, pipeline.prepare(segment, payload)) for segment, payload in parts),
+                check=unchanged_since_found)
+        except DecodeError as exc:
+            yield item, exc
+        else:
+            yield item, None

@@ -29,7 +29,7 @@ from ..records import FailedFile, IndexReport, MediaFile, Modality
 from ..store.folder import Store
 from ..store.reselect import BackgroundReselect, maybe_reselect
 from ..store.rows import FAILED, INDEXED, RETRY, ItemRow
-from .batches import Batch, FileWork, Unreadable, hash_or_error, unchanged_since_found
+from .batches import Batch, FileWork, Unreadable, decode_into, hash_or_error
 from .discovery import discover, is_under, normalise_root
 from .pipelines import Pipeline, VideoPipeline
 from .plan import Plan, plan_run
@@ -221,19 +221,11 @@ class Indexer:
         self.progress.start(len(work), "embedding", "file")
         try:
             with DecodeWorkers(min(self.workers, len(work)), limit=self.file_timeout, memory=self.decode_memory) as pool:
-                decoders = {m: self.pipelines[m].decoder() for m in {w.media.modality for w in work}}
-                jobs = [(decoders[w.media.modality], w.media.path) for w in work]
-                for item, parts in zip(work, pool.decoded(jobs)):
-                    pipeline = self.pipelines[item.media.modality]
-                    batch = batches[item.media.modality]
-                    try:
-                        batch.add(item, ((segment, pipeline.prepare(segment, payload)) for segment, payload in parts),
-                                  check=unchanged_since_found)
-                    except DecodeError as exc:
-                        failed.append(FailedFile(str(item.media.path), exc.reason))
-                        if isinstance(exc, Unreadable):
-                            unreadable.add(str(item.media.path))
+                for item, error in decode_into(batches, self.pipelines, pool, work):
+                    if error is not None:
+                        _record_failure(item, error, failed, unreadable)
                     self.progress.advance()
+                    batch = batches[item.media.modality]
                     if batch.ready() >= self.batch_size:
                         segments += self._commit(batch.take_complete())
             for batch in batches.values():
@@ -253,9 +245,7 @@ class Indexer:
         try:
             for item, error in self.embedder.embed(work, self.pipelines):
                 if error is not None:
-                    failed.append(FailedFile(str(item.media.path), error.reason))
-                    if isinstance(error, Unreadable):
-                        unreadable.add(str(item.media.path))
+                    _record_failure(item, error, failed, unreadable)
                 else:
                     done.append(item)
                     pending += len(item.segments)
@@ -319,3 +309,8 @@ class Indexer:
                     index.remove(np.asarray(ids, dtype=np.int64))
 
 
+def _record_failure(item: FileWork, error: DecodeError, failed: list[FailedFile], unreadable: set[str]) -> None:
+    """Note why ``item`` was not embedded (and whether it is retried on every run: ``Unreadable``)."""
+    failed.append(FailedFile(str(item.media.path), error.reason))
+    if isinstance(error, Unreadable):
+        unreadable.add(str(item.media.path))

@@ -148,3 +148,15 @@ class VideoPipeline(_DecodedHere):
                 for n, vector in zip(at, part.encode([inputs[n][1] for n in at])):
                     vectors[n] = vector
         return vectors
+
+
+def index_pipelines(clip: Any | None, clap: Any | None = None, *, video_sound: bool = True) -> list[Pipeline]:
+    """The pipelines of an index run: images, texts and videos through ``clip`` (None: none of them), audio
+    files through ``clap`` (None: none), and a video's soundtrack too while there is ``clap`` and
+    ``video_sound``. The same in the indexing process and on each Ray worker."""
+    sound = AudioPipeline(clap) if clap is not None else None
+    if clip is None:
+        return [sound] if sound is not None else []
+    images = ImagePipeline(clip)
+    return [images, TextPipeline(clip), *([sound] if sound is not None else []),
+            VideoPipeline(images, sound if video_sound else None)]

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import DecodeError, MMSearchError
 from ..records import MediaFile, Modality
-from .batches import Batch, FileWork, Unreadable, unchanged_since_found
-from .pipelines import AudioPipeline, ImagePipeline, ModelPipeline, Pipeline, TextPipeline, VideoPipeline
+from .batches import Batch, FileWork, Unreadable, decode_into
+from .pipelines import ModelPipeline, Pipeline, index_pipelines
 from .workers import DecodeWorkers
 
 
@@ -83,18 +83,10 @@ def load_models(job: WorkerJob) -> dict[str, Any]:
 
 def build_pipelines(job: WorkerJob, models: dict[str, Any]) -> dict[Modality, Pipeline]:
     """The pipelines of ``Engine.index``, over this worker's models."""
-    built: dict[Modality, Pipeline] = {}
-    clip, clap = models.get("clip"), models.get("clap")
-    images = ImagePipeline(clip) if clip is not None else None
-    sound = AudioPipeline(clap) if clap is not None else None
     wanted = {Modality(m) for m in job.modalities}
-    if images is not None:
-        built[Modality.IMAGE] = images
-        built[Modality.TEXT] = TextPipeline(clip)
-        built[Modality.VIDEO] = VideoPipeline(images, sound if job.video_sound else None)
-    if sound is not None:
-        built[Modality.AUDIO] = sound
-    return {modality: pipeline for modality, pipeline in built.items() if modality in wanted}
+    return {pipeline.modality: pipeline
+            for pipeline in index_pipelines(models.get("clip"), models.get("clap"), video_sound=job.video_sound)
+            if pipeline.modality in wanted}
 
 
 def needed_models(pipelines: dict[Modality, Pipeline]) -> list[ModelPipeline]:
@@ -124,17 +116,8 @@ class EmbedWorker:
                 for path, modality, size, mtime in zip(files["path"], files["modality"], files["size"],
                                                         files["mtime_ns"])]
         batches = {m: Batch(p, self.job.batch_size) for m, p in self.pipelines.items()}
-        failures: dict[int, DecodeError] = {}
-        decoders = {m: self.pipelines[m].decoder() for m in {w.media.modality for w in work}}
-        jobs = [(decoders[w.media.modality], w.media.path) for w in work]
-        for at, (item, parts) in enumerate(zip(work, self.decoding.decoded(jobs))):
-            pipeline = self.pipelines[item.media.modality]
-            try:
-                batches[item.media.modality].add(
-                    item, ((segment, pipeline.prepare(segment, payload)) for segment, payload in parts),
-                    check=unchanged_since_found)
-            except DecodeError as exc:
-                failures[at] = exc
+        failures = {at: error for at, (_, error) in enumerate(decode_into(batches, self.pipelines, self.decoding, work))
+                    if error is not None}
         for batch in batches.values():
             batch.encode_pending()
         rows = [_row(item, failures.get(at)) for at, item in enumerate(work)]

@@ -27,7 +27,7 @@ from ..atomic import atomic_path
 from ..errors import StoreLockedError, UsageError
 from ..index.milvus_client import normalise_uri
 from ..index.predicate import NO_DURATION, SegmentAttributes
-from ..records import Modality
+from ..records import SPACE_OF, Modality
 
 if TYPE_CHECKING:
     from ..index.milvus import MilvusIndex
@@ -42,7 +42,6 @@ BACKEND_KEY = "index.backend"
 URI_KEY = "index.milvus_uri"
 STORE_ID_KEY = "index.store_id"
 UPLOAD_CHUNK = 20_000
-SPACES = {Modality.IMAGE: "clip", Modality.TEXT: "clip", Modality.AUDIO: "clap"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def open_milvus(store: StoreLike, modality: Modality, dim: int, *, create: bool 
     kind, params = (choice.kind, dict(choice.params)) if choice is not None else ("flat", {})
     from ..index.milvus_client import milvus_kind
 
-    fingerprint = info.get(f"{SPACES[modality]}.fingerprint", "none")
+    fingerprint = info.get(f"{SPACE_OF[modality]}.fingerprint", "none")
     name = collection_name(info[STORE_ID_KEY], modality.value, fingerprint)
     index = open_collection(info[URI_KEY], name, milvus_kind(kind), dim, params, source=store.vector_source(modality),
                             attributes=CatalogAttributes(store), create=create)

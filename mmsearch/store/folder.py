@@ -20,7 +20,7 @@ from ..index.backend import VectorBackend
 from ..index.builder import build_index
 from ..index.factory import create_index, index_class, open_index
 from ..index.selection import IndexChoice, choice_info, cpu_equivalent, recorded_choice
-from ..records import Modality
+from ..records import SPACE_OF, Modality
 from .backends import is_remote, load_milvus, rebuild_milvus, sync as sync_remote, uses_milvus
 from .catalog import Catalog
 
@@ -33,8 +33,6 @@ SHADOW_SUFFIX = ".reembed-tmp"
 PREVIOUS_SUFFIX = ".previous"
 """``STORE.previous``: the old store, kept until a re-embedding's switch has completed."""
 
-SPACE_OF = {Modality.IMAGE: "clip", Modality.TEXT: "clip", Modality.AUDIO: "clap"}
-"""Which model space each modality's vectors live in."""
 RECONCILE_CHUNK = 50_000
 
 

@@ -207,8 +207,9 @@ def _check_index_file(store: Store, modality: Modality, counts: dict[str, int]) 
     if index.dim != dim:
         return [Finding("index-dim-mismatch", ERROR, f"{path.name} holds {index.dim}-dimensional vectors, the store's "
                         f"model makes {dim}", modality=name)], "rebuild"
-    return _check_held(store, modality, index, counts, path.name,
-                       "done in memory whenever the store is opened; a repair saves it")
+    found, action, _ = _check_held(store, modality, index, counts, path.name,
+                                   "done in memory whenever the store is opened; a repair saves it")
+    return found, action
 
 
 def _check_collection(store: Store, modality: Modality, counts: dict[str, int]) -> tuple[list[Finding], str | None]:
@@ -230,13 +231,10 @@ def _check_collection(store: Store, modality: Modality, counts: dict[str, int]) 
                         modality.value)], "rebuild"
     try:
         label = f"Milvus collection {index.name}"
-        found, action = _check_held(store, modality, index, counts, label,
-                                    "caught up whenever a writer opens the store; a repair does it now")
+        found, action, sample = _check_held(store, modality, index, counts, label,
+                                            "caught up whenever a writer opens the store; a repair does it now")
         if action == "rebuild":
             return found, action
-        common = np.intersect1d(index.ids(), store.catalog.segment_ids(modality))
-        sample = common if len(common) <= SAMPLE_CHECK else \
-            np.sort(np.random.default_rng(1).choice(common, SAMPLE_CHECK, replace=False))
         held = index.attributes_of(sample)
         wanted = {row[0]: (row[2], int(row[3]), row[4]) for row in store.catalog.segment_files(sample)}
         stale = sum(1 for seg_id, (path, mtime, _, kind) in held.items() if wanted.get(seg_id, (path, mtime, kind))
@@ -252,8 +250,9 @@ def _check_collection(store: Store, modality: Modality, counts: dict[str, int]) 
 
 
 def _check_held(store: Store, modality: Modality, index, counts: dict[str, int], label: str,
-                catching_up: str) -> tuple[list[Finding], str | None]:
-    """The ids and a sample of the vectors an index holds, against the catalog's."""
+                catching_up: str) -> tuple[list[Finding], str | None, np.ndarray]:
+    """The ids and a sample of the vectors an index holds, against the catalog's; also the sampled ids
+    (held and stored both), for further checks of the same vectors."""
     name, dim = modality.value, store.dim(modality)
     held_all = np.asarray(index.ids(), dtype=np.int64)
     held, times = np.unique(held_all, return_counts=True)
@@ -261,7 +260,7 @@ def _check_held(store: Store, modality: Modality, index, counts: dict[str, int],
     if (times > 1).any():
         doubled = int((times > 1).sum())
         return [Finding("index-duplicate-ids", ERROR, f"{label} holds {doubled} ids more than once",
-                        doubled, name)], "rebuild"
+                        doubled, name)], "rebuild", np.empty(0, np.int64)
     with store.catalog.snapshot() as read:
         wanted = read.segment_ids(modality)
         stale = np.setdiff1d(held, wanted, assume_unique=True)
@@ -273,12 +272,12 @@ def _check_held(store: Store, modality: Modality, index, counts: dict[str, int],
     differ = _differing(index, stored)
     if differ:
         return [Finding("index-vectors-differ", ERROR, f"{label}: {differ} of {len(stored)} sampled vectors differ "
-                        "from the stored ones", differ, name)], "rebuild"
+                        "from the stored ones", differ, name)], "rebuild", sample
     if len(stale) or len(missing):
         return [Finding("index-behind", WARNING, f"{label} lags the catalog: {len(missing)} vectors to add, "
                         f"{len(stale)} to remove ({catching_up})",
-                        int(len(missing) + len(stale)), name)], "resave"
-    return [], None
+                        int(len(missing) + len(stale)), name)], "resave", sample
+    return [], None, sample
 
 
 def _differing(index, stored: dict[int, np.ndarray]) -> int:
