@@ -137,7 +137,7 @@ def milvus_kind(kind: str) -> str:
 
 def index_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The ``create_index`` parameters of ``kind`` with mmsearch's build ``params``."""
-    build = {"M" if name == "M" else name: int(params[name]) for name in BUILD_PARAMS[kind]}
+    build = {name: int(params[name]) for name in BUILD_PARAMS[kind]}
     return {"index_type": INDEX_TYPES[kind], "metric_type": "COSINE", "params": build}
 
 
